@@ -1,0 +1,70 @@
+"""The ``ostracon`` command line: run the sidecar, run the demo, print the version."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from . import __version__
+from .config import ConfigError, load_config
+from .logs import configure
+
+app = typer.Typer(
+    name="ostracon",
+    help="Governance sidecar for LLM multi-agent systems on a Kafka bus.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+
+
+@app.command()
+def run(
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="YAML config file; omitted = all defaults."),
+    ] = None,
+) -> None:
+    """Run the sidecar: consume the inbound topics, decide, forward.
+
+    With no kafka.bootstrap_servers in the config, the embedded broker is started on a free
+    loopback port and its address is logged. SIGTERM/SIGINT finish the batch in flight,
+    commit and exit 0.
+    """
+    try:
+        cfg = load_config(config)
+    except ConfigError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    configure(cfg.log.level, cfg.log.format)
+    from .transport.kafka import serve
+
+    asyncio.run(serve(cfg))
+
+
+@app.command()
+def demo(
+    delay: Annotated[
+        float, typer.Option(help="Seconds between the scripted agents' messages.")
+    ] = 0.3,
+) -> None:
+    """Embedded broker + sidecar + a scripted team in which one agent seeds a false claim."""
+    from .demo import run_demo
+
+    configure("error", "console")  # the demo narrates; logs would interleave
+    raise typer.Exit(asyncio.run(run_demo(delay=delay)))
+
+
+@app.command()
+def version() -> None:
+    """Print the ostracon version."""
+    typer.echo(f"ostracon {__version__}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,176 @@
+"""Sidecar configuration: YAML decoded by msgspec into typed structs.
+
+Every error names the file, the line and the field (``ostracon.yaml:7: topics.inbound: ...``):
+msgspec reports the field path, and the YAML node tree gives the line it sits on.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+import yaml
+
+from .decision import Verdict
+
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+
+
+class _Section(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Config sections reject unknown keys so a typo is an error, not a silent default."""
+
+
+class KafkaConfig(_Section, frozen=True):
+    # None (the default) starts the embedded broker on a free loopback port.
+    bootstrap_servers: str | None = None
+    group_id: str = "ostracon"
+    client_id: str = "ostracon"
+    # A crashed member's partitions move after this long; a new member joins in about half.
+    session_timeout_ms: Annotated[int, msgspec.Meta(ge=1000)] = 10_000
+    heartbeat_interval_ms: Annotated[int, msgspec.Meta(ge=100)] = 3_000
+
+
+class TopicsConfig(_Section, frozen=True):
+    inbound: Annotated[list[str], msgspec.Meta(min_length=1)] = msgspec.field(
+        default_factory=lambda: ["agents.inbound"]
+    )
+    delivered: str = "agents.delivered"
+    quarantine: str = "ostracon.quarantine"
+    dead_letter: str = "ostracon.dead-letter"
+    alerts: str = "ostracon.alerts"
+    # Used when ostracon creates missing topics (always on the embedded broker).
+    partitions: PositiveInt = 4
+    create: bool = True
+
+
+class LimitsConfig(_Section, frozen=True):
+    max_message_bytes: PositiveInt = 1_048_576
+    # Records taken per poll and awaited together: the bound on in-flight work.
+    max_batch: PositiveInt = 500
+
+
+class DedupeConfig(_Section, frozen=True):
+    # Message ids remembered for duplicate suppression; rebuilt from the output topics.
+    window: PositiveInt = 100_000
+
+
+class BlocklistConfig(_Section, frozen=True):
+    verdict: Literal["block", "quarantine"] = "block"
+    agents: dict[str, str] = {}  # agent -> reason
+
+    @property
+    def verdict_enum(self) -> Verdict:
+        return Verdict(self.verdict)
+
+
+class LogConfig(_Section, frozen=True):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "console"] = "json"
+
+
+class EmbeddedConfig(_Section, frozen=True):
+    host: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0  # 0 = a free port
+
+
+class Config(_Section, frozen=True):
+    kafka: KafkaConfig = KafkaConfig()
+    topics: TopicsConfig = TopicsConfig()
+    limits: LimitsConfig = LimitsConfig()
+    dedupe: DedupeConfig = DedupeConfig()
+    blocklist: BlocklistConfig = BlocklistConfig()
+    log: LogConfig = LogConfig()
+    embedded: EmbeddedConfig = EmbeddedConfig()
+
+    @property
+    def output_topics(self) -> list[str]:
+        """Topics whose records carry the dedupe key (alerts are side outputs)."""
+        t = self.topics
+        return [t.delivered, t.quarantine, t.dead_letter]
+
+    @property
+    def all_topics(self) -> list[str]:
+        t = self.topics
+        return [*t.inbound, *self.output_topics, t.alerts]
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; ``str()`` is ``file:line: field: problem``."""
+
+    def __init__(self, file: str, line: int | None, field: str, problem: str) -> None:
+        self.file, self.line, self.field, self.problem = file, line, field, problem
+        where = f"{file}:{line}" if line else file
+        super().__init__(f"{where}: {field}: {problem}" if field else f"{where}: {problem}")
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Load a config file; ``None`` gives the defaults (embedded broker)."""
+    if path is None:
+        return Config()
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(p), None, "", f"cannot read: {exc}") from None
+    return parse_config(text, str(p))
+
+
+_PATH_RE = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+_FIELD_RE = re.compile(r"(?:unknown|required) field `(?P<field>[^`]+)`")
+
+
+def parse_config(text: str, file: str = "<config>") -> Config:
+    """Decode YAML text into a :class:`Config`, raising positioned :class:`ConfigError`."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(file, line, "", f"invalid YAML: {problem}") from None
+    if root is None:
+        return Config()
+    try:
+        return msgspec.yaml.decode(text.encode(), type=Config)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        m = _PATH_RE.search(message)
+        parts = _split_path(m.group("path")) if m else []
+        problem = message[: m.start()] if m else message
+        f = _FIELD_RE.search(problem)
+        if f:  # the offending key itself is the field
+            parts = [*parts, f.group("field")]
+        line = _locate(root, parts)
+        field = ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in parts)
+        raise ConfigError(file, line, field.replace(".[", "["), problem) from None
+
+
+def _split_path(path: str) -> list[str | int]:
+    """``.topics.inbound[0]`` -> ``["topics", "inbound", 0]``."""
+    parts: list[str | int] = []
+    for name, index in re.findall(r"\.([^.\[]+)|\[(\d+)\]", path):
+        parts.append(name if name else int(index))
+    return parts
+
+
+def _locate(node: yaml.Node, parts: list[str | int]) -> int:
+    """Line (1-based) of the deepest node along ``parts`` that exists in the YAML tree."""
+    line = node.start_mark.line + 1
+    for part in parts:
+        child: yaml.Node | None = None
+        if isinstance(node, yaml.MappingNode) and isinstance(part, str):
+            for key, value in node.value:
+                if key.value == part:
+                    line = key.start_mark.line + 1
+                    child = value
+                    break
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if part < len(node.value):
+                child = node.value[part]
+                line = child.start_mark.line + 1
+        if child is None:
+            break
+        node = child
+    return line

@@ -1,0 +1,203 @@
+"""The pure decision core: an ordered chain of small stages over one envelope.
+
+``decide(envelope, state, stages)`` reads the state and returns a :class:`Decision`; it does
+no I/O, reads no clock and mutates nothing, so the same envelope and state always give the
+same decision. ``Core`` pairs a stage chain with its state and, after deciding, lets every
+stage ``observe`` the outcome to advance the state (the only place state changes).
+
+Stages are like Kroxylicious filters: each sees a :class:`Context`, may propose a verdict,
+add reasons, tags, alerts and accusations, or stop the chain. The final verdict is the most
+restrictive one proposed. Later layers (claims, genealogy, risk, rules, byzantine) are stages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import msgspec
+
+from .decision import Accusation, Alert, Decision, Severity, StageOutcome, Verdict, decision_id
+from .envelope import Envelope
+
+
+@dataclass
+class ConversationState:
+    """What the core remembers about one conversation."""
+
+    members: set[str] = field(default_factory=set)
+    messages: int = 0
+
+
+@dataclass
+class State:
+    """Everything a decision may depend on besides the envelope itself."""
+
+    blocklist: dict[str, str] = field(default_factory=dict)  # agent -> reason
+    conversations: dict[str, ConversationState] = field(default_factory=dict)
+
+    def conversation(self, name: str) -> ConversationState:
+        conv = self.conversations.get(name)
+        if conv is None:
+            conv = self.conversations[name] = ConversationState()
+        return conv
+
+
+class Context:
+    """The per-message scratchpad the stages share while one decision is made."""
+
+    __slots__ = (
+        "accusations",
+        "alerts",
+        "envelope",
+        "reasons",
+        "risk",
+        "rules",
+        "state",
+        "stopped",
+        "tags",
+        "trail",
+        "verdict",
+    )
+
+    def __init__(self, envelope: Envelope, state: State) -> None:
+        self.envelope = envelope
+        self.state = state
+        self.verdict = Verdict.DELIVER
+        self.risk = 0.0
+        self.reasons: list[str] = []
+        self.rules: list[str] = []
+        self.tags: dict[str, str] = {}
+        self.alerts: list[Alert] = []
+        self.accusations: list[Accusation] = []
+        self.trail: list[StageOutcome] = []
+        self.stopped = False
+
+    def propose(self, stage: str, verdict: Verdict, reason: str) -> None:
+        """Record a stage's verdict; the most restrictive proposal wins."""
+        if verdict.severity > self.verdict.severity:
+            self.verdict = verdict
+        self.rules.append(stage)
+        self.reasons.append(reason)
+        self.trail.append(StageOutcome(stage, verdict, reason))
+
+    def alert(self, alert: Alert) -> None:
+        self.alerts.append(alert)
+
+    def stop(self) -> None:
+        """No later stage runs (used when the outcome cannot get more restrictive)."""
+        self.stopped = True
+
+
+class Stage:
+    """One step of the decision chain. Subclasses set ``name`` and override ``run``."""
+
+    name = "stage"
+
+    def run(self, ctx: Context) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def observe(self, envelope: Envelope, decision: Decision, state: State) -> None:
+        """Advance the state after a decision; default: nothing to remember."""
+
+
+def decide(envelope: Envelope, state: State, stages: Sequence[Stage]) -> Decision:
+    """Run the stage chain over one envelope. Pure: reads ``state``, never writes it."""
+    ctx = Context(envelope, state)
+    for stage in stages:
+        stage.run(ctx)
+        if ctx.stopped:
+            break
+    did = decision_id(envelope.conversation, envelope.id)
+    if ctx.alerts:
+        ctx.alerts = [
+            a if a.decision_id else _with_decision(a, did, envelope.ts) for a in ctx.alerts
+        ]
+    return Decision(
+        id=did,
+        message_id=envelope.id,
+        conversation=envelope.conversation,
+        sender=envelope.sender,
+        verdict=ctx.verdict,
+        risk=ctx.risk,
+        reasons=ctx.reasons,
+        rules=ctx.rules,
+        tags=ctx.tags,
+        alerts=ctx.alerts,
+        accusations=ctx.accusations,
+        trail=ctx.trail,
+    )
+
+
+def _with_decision(alert: Alert, did: str, ts: float | None) -> Alert:
+    return msgspec.structs.replace(alert, decision_id=did, ts=alert.ts if alert.ts else ts)
+
+
+class BlocklistStage(Stage):
+    """Messages from blocklisted agents get the configured verdict and stop the chain."""
+
+    name = "blocklist"
+
+    def __init__(self, verdict: Verdict = Verdict.BLOCK) -> None:
+        self.verdict = verdict
+
+    def run(self, ctx: Context) -> None:
+        reason = ctx.state.blocklist.get(ctx.envelope.sender)
+        if reason is None:
+            return
+        env = ctx.envelope
+        ctx.propose(self.name, self.verdict, f"sender {env.sender!r} is blocklisted: {reason}")
+        ctx.alert(
+            Alert(
+                kind="blocklisted",
+                severity=_severity_for(self.verdict),
+                summary=f"message {env.id} from blocklisted agent {env.sender} was "
+                f"{_PAST[self.verdict]}",
+                conversation=env.conversation,
+                agents=[env.sender],
+                evidence=[env.id],
+                rules=[self.name],
+            )
+        )
+        ctx.stop()
+
+
+_PAST = {Verdict.BLOCK: "blocked", Verdict.QUARANTINE: "quarantined"}
+
+
+class MembershipStage(Stage):
+    """Remembers who takes part in each conversation (resolves empty ``recipients``)."""
+
+    name = "membership"
+
+    def run(self, ctx: Context) -> None:
+        return None
+
+    def observe(self, envelope: Envelope, decision: Decision, state: State) -> None:
+        conv = state.conversation(envelope.conversation)
+        conv.members.add(envelope.sender)
+        conv.members.update(envelope.recipients)
+        conv.messages += 1
+
+
+def _severity_for(verdict: Verdict) -> Severity:
+    return Severity.CRITICAL if verdict is Verdict.BLOCK else Severity.WARNING
+
+
+def default_stages(blocklist_verdict: Verdict = Verdict.BLOCK) -> list[Stage]:
+    """The spine's chain. Later layers insert their stages here."""
+    return [BlocklistStage(blocklist_verdict), MembershipStage()]
+
+
+class Core:
+    """A stage chain bound to its state: decide, then let each stage observe."""
+
+    def __init__(self, stages: Iterable[Stage] | None = None, state: State | None = None):
+        self.stages: list[Stage] = list(stages) if stages is not None else default_stages()
+        self.state = state if state is not None else State()
+
+    def decide(self, envelope: Envelope) -> Decision:
+        decision = decide(envelope, self.state, self.stages)
+        for stage in self.stages:
+            stage.observe(envelope, decision, self.state)
+        return decision

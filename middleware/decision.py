@@ -1,0 +1,93 @@
+"""What the core decides about one message: the verdict and everything that goes with it.
+
+These are plain msgspec structs so a decision can be logged as JSON and replayed.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+
+import msgspec
+
+
+class Verdict(enum.StrEnum):
+    """The five outcomes, ordered from least to most restrictive (see ``severity``)."""
+
+    DELIVER = "deliver"
+    DELIVER_TAGGED = "deliver-tagged"
+    HOLD = "hold"
+    QUARANTINE = "quarantine"
+    BLOCK = "block"
+
+    @property
+    def severity(self) -> int:
+        return _SEVERITY[self]
+
+    @property
+    def delivers(self) -> bool:
+        """True when the message goes on to its recipients."""
+        return self in (Verdict.DELIVER, Verdict.DELIVER_TAGGED)
+
+
+_SEVERITY = {v: i for i, v in enumerate(Verdict)}
+
+
+class Severity(enum.StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+class Alert(msgspec.Struct, frozen=True):
+    """Something an operator should see. Sinks stamp wall-clock time; the core has no clock."""
+
+    kind: str
+    severity: Severity
+    summary: str
+    conversation: str
+    agents: list[str] = []
+    evidence: list[str] = []
+    rules: list[str] = []
+    decision_id: str = ""
+    ts: float | None = None
+
+
+class Accusation(msgspec.Struct, frozen=True):
+    """``accuser`` says ``accused`` is faulty; ``evidence`` holds message ids."""
+
+    accuser: str
+    accused: str
+    reason: str
+    evidence: list[str] = []
+
+
+class StageOutcome(msgspec.Struct, frozen=True):
+    """One stage's contribution, kept in the decision's trail for explanation and replay."""
+
+    stage: str
+    verdict: Verdict
+    reason: str = ""
+
+
+class Decision(msgspec.Struct, frozen=True):
+    """The core's answer for one envelope."""
+
+    id: str
+    message_id: str
+    conversation: str
+    sender: str
+    verdict: Verdict
+    risk: float = 0.0
+    reasons: list[str] = []
+    rules: list[str] = []
+    tags: dict[str, str] = {}
+    alerts: list[Alert] = []
+    accusations: list[Accusation] = []
+    trail: list[StageOutcome] = []
+
+
+def decision_id(conversation: str, message_id: str) -> str:
+    """Deterministic id: the same message decided again (after a crash) keeps its id."""
+    digest = hashlib.blake2b(f"{conversation}\x00{message_id}".encode(), digest_size=12)
+    return "d-" + digest.hexdigest()

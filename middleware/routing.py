@@ -1,0 +1,153 @@
+"""Turns one inbound record into the output records every shell writes.
+
+The router is where bytes meet the core: decode (bad bytes become a dead-letter record with a
+reason), drop duplicates by message id, ask the core, then build the forwarded record (the
+original bytes plus verdict headers) and alert records. It does no I/O, so the Kafka sidecar
+and the in-process bus route identically.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import msgspec
+
+from .core import Core
+from .decision import Decision
+from .dedupe import DedupeWindow
+from .envelope import Envelope, InvalidEnvelope, decode
+
+HEADER_PREFIX = "ostracon-"
+H_VERDICT = "ostracon-verdict"
+H_RISK = "ostracon-risk"
+H_RULES = "ostracon-rules"
+H_DECISION = "ostracon-decision-id"
+H_ID = "ostracon-id"  # the dedupe key; read back from output topics on restart
+H_SOURCE = "ostracon-source"  # topic/partition/offset of the inbound record
+H_ERROR = "ostracon-error"
+H_REASON = "ostracon-reason"
+H_TAG = "ostracon-tag-"
+
+Headers = list[tuple[str, bytes]]
+
+
+class Route(enum.StrEnum):
+    """Which configured topic an output goes to."""
+
+    DELIVERED = "delivered"
+    QUARANTINE = "quarantine"
+    DEAD_LETTER = "dead_letter"
+    ALERTS = "alerts"
+
+
+class Output(msgspec.Struct, frozen=True, array_like=True):
+    route: Route
+    key: bytes | None
+    value: bytes
+    headers: Headers
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What became of one inbound record. ``outputs`` is empty for a duplicate."""
+
+    key: str
+    outputs: list[Output] = field(default_factory=list)
+    envelope: Envelope | None = None
+    decision: Decision | None = None
+    error: InvalidEnvelope | None = None
+    duplicate: bool = False
+
+
+_alert_encoder = msgspec.json.Encoder()
+
+
+class Router:
+    """Routes inbound records through the core; keeps the dedupe window."""
+
+    def __init__(self, core: Core, max_message_bytes: int, window: DedupeWindow) -> None:
+        self.core = core
+        self.max_message_bytes = max_message_bytes
+        self.window = window
+
+    def route(
+        self,
+        value: bytes | None,
+        key: bytes | None = None,
+        headers: Sequence[tuple[str, bytes]] = (),
+        source: str = "",
+    ) -> Outcome:
+        try:
+            envelope = decode(value, self.max_message_bytes)
+        except InvalidEnvelope as err:
+            # Malformed input has no trustworthy id: its source coordinates are its identity.
+            dkey = f"dlq:{source}"
+            if not self.window.add(dkey):
+                return Outcome(dkey, duplicate=True, error=err)
+            out_headers = _foreign(headers)
+            out_headers += [
+                (H_ERROR, err.code.encode()),
+                (H_REASON, err.reason.encode()),
+                (H_SOURCE, source.encode()),
+                (H_ID, dkey.encode()),
+            ]
+            dead = Output(Route.DEAD_LETTER, key, value or b"", out_headers)
+            return Outcome(dkey, [dead], error=err)
+
+        if not self.window.add(envelope.id):
+            return Outcome(envelope.id, envelope=envelope, duplicate=True)
+        decision = self.core.decide(envelope)
+        return Outcome(
+            envelope.id,
+            forward(envelope, decision, value or b"", headers, source),
+            envelope=envelope,
+            decision=decision,
+        )
+
+
+def forward(
+    envelope: Envelope,
+    decision: Decision,
+    value: bytes,
+    headers: Sequence[tuple[str, bytes]],
+    source: str,
+) -> list[Output]:
+    """The forwarded record (original bytes + verdict headers) followed by alert records."""
+    ckey = envelope.conversation.encode()
+    out_headers = _foreign(headers)
+    out_headers += [
+        (H_VERDICT, decision.verdict.value.encode()),
+        (H_RISK, f"{decision.risk:.3f}".encode()),
+        (H_RULES, ",".join(decision.rules).encode()),
+        (H_DECISION, decision.id.encode()),
+        (H_ID, envelope.id.encode()),
+        (H_SOURCE, source.encode()),
+    ]
+    for name, tag in decision.tags.items():
+        out_headers.append((H_TAG + name, tag.encode()))
+    route = Route.DELIVERED if decision.verdict.delivers else Route.QUARANTINE
+    outputs = [
+        Output(
+            Route.ALERTS, ckey, _alert_encoder.encode(alert), [(H_DECISION, decision.id.encode())]
+        )
+        for alert in decision.alerts
+    ]
+    # The main record goes last: alerts are sent before the record that marks the id as done.
+    outputs.append(Output(route, ckey, value, out_headers))
+    return outputs
+
+
+def _foreign(headers: Sequence[tuple[str, bytes]]) -> Headers:
+    """Inbound headers minus any ``ostracon-*``: a sender must not forge its own verdict."""
+    return [(k, v) for k, v in headers if not k.startswith(HEADER_PREFIX)]
+
+
+def header(headers: Sequence[tuple[str, bytes]], name: str) -> str | None:
+    """The last value of header ``name`` as text, or None."""
+    found = None
+    for k, v in headers:
+        if k == name:
+            found = v
+    return found.decode("utf-8", "replace") if found is not None else None

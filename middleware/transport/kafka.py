@@ -1,0 +1,311 @@
+"""The Kafka sidecar: consumer group on the inbound topics -> router -> producer.
+
+Delivery is at-least-once. Each poll takes at most ``limits.max_batch`` records (the bound on
+in-flight work); their outputs are produced and every ack awaited before the offsets are
+committed. A crash between the acks and the commit re-reads the batch, and the dedupe window
+(refilled on start from the output topics' ``ostracon-id`` headers) drops what was already
+written, so each input lands downstream once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import CommitFailedError, IllegalStateError, MessageSizeTooLargeError
+
+from ..config import Config
+from ..core import Core, default_stages
+from ..dedupe import DedupeWindow
+from ..logs import get_logger
+from ..routing import H_ID, H_SOURCE, Outcome, Output, Route, Router, header
+
+log = get_logger("ostracon.sidecar")
+
+TOPIC_EXISTS = 36
+
+
+async def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int) -> list[str]:
+    """Create the topics that are missing; return the ones created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="ostracon-admin")
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = sorted(set(topics) - existing)
+        if missing:
+            resp = await admin.create_topics(
+                [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in missing]
+            )
+            for name, code, message in resp.topic_errors:
+                if code not in (0, TOPIC_EXISTS):
+                    raise RuntimeError(f"cannot create topic {name!r}: {message} (code {code})")
+        return missing
+    finally:
+        await admin.close()
+
+
+async def read_dedupe_keys(bootstrap: str, topics: Iterable[str], per_partition: int) -> list[str]:
+    """The ``ostracon-id`` of the last ``per_partition`` records of each partition of topics."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    keys: list[str] = []
+    try:
+        await consumer.topics()  # refresh metadata
+        tps = [
+            TopicPartition(t, p)
+            for t in topics
+            for p in sorted(consumer.partitions_for_topic(t) or ())
+        ]
+        if not tps:
+            return keys
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        begins = await consumer.beginning_offsets(tps)
+        pending = {}
+        for tp in tps:
+            start = max(begins[tp], ends[tp] - per_partition)
+            if start < ends[tp]:
+                consumer.seek(tp, start)
+                pending[tp] = ends[tp]
+        while pending:
+            batch = await consumer.getmany(*pending, timeout_ms=1000, max_records=10_000)
+            if not batch:
+                break
+            for tp, records in batch.items():
+                for record in records:
+                    key = header(record.headers, H_ID)
+                    if key is not None:
+                        keys.append(key)
+                if tp in pending and records and records[-1].offset + 1 >= pending[tp]:
+                    del pending[tp]
+    finally:
+        await consumer.stop()
+    return keys
+
+
+@dataclass
+class Stats:
+    """Counters the sidecar keeps (exported as metrics by later sinks)."""
+
+    consumed: int = 0
+    duplicates: int = 0
+    batches: int = 0
+    routed: collections.Counter[str] = field(default_factory=collections.Counter)
+    verdicts: collections.Counter[str] = field(default_factory=collections.Counter)
+    dead_letter_reasons: collections.Counter[str] = field(default_factory=collections.Counter)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "consumed": self.consumed,
+            "duplicates": self.duplicates,
+            "batches": self.batches,
+            "routed": dict(self.routed),
+            "verdicts": dict(self.verdicts),
+            "dead_letter_reasons": dict(self.dead_letter_reasons),
+        }
+
+
+class _WaitForBatch(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Before partitions move, let the in-flight batch finish and commit."""
+
+    def __init__(self, lock: asyncio.Lock) -> None:
+        self.lock = lock
+
+    async def on_partitions_revoked(self, revoked: object) -> None:
+        async with self.lock:
+            pass
+
+    async def on_partitions_assigned(self, assigned: object) -> None:
+        return None
+
+
+class Sidecar:
+    """One sidecar instance. ``await start()``, ``await run(stop_event)``, ``await close()``."""
+
+    def __init__(
+        self,
+        config: Config,
+        bootstrap: str,
+        core: Core | None = None,
+        on_outcome: Callable[[Outcome], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.bootstrap = bootstrap
+        self.core = core or Core(default_stages(config.blocklist.verdict_enum))
+        self.core.state.blocklist.update(config.blocklist.agents)
+        self.window = DedupeWindow(config.dedupe.window)
+        self.router = Router(self.core, config.limits.max_message_bytes, self.window)
+        self.on_outcome = on_outcome
+        self.stats = Stats()
+        t = config.topics
+        self.topic_for = {
+            Route.DELIVERED: t.delivered,
+            Route.QUARANTINE: t.quarantine,
+            Route.DEAD_LETTER: t.dead_letter,
+            Route.ALERTS: t.alerts,
+        }
+        self._lock = asyncio.Lock()
+        self.consumer: AIOKafkaConsumer | None = None
+        self.producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        cfg = self.config
+        if cfg.topics.create:
+            created = await ensure_topics(self.bootstrap, cfg.all_topics, cfg.topics.partitions)
+            if created:
+                log.info("topics created", topics=created)
+        per_partition = max(cfg.dedupe.window // cfg.topics.partitions, cfg.limits.max_batch)
+        started = time.perf_counter()
+        keys = await read_dedupe_keys(self.bootstrap, cfg.output_topics, per_partition)
+        self.window.extend(keys)
+        log.info(
+            "dedupe window restored",
+            keys=len(self.window),
+            seconds=round(time.perf_counter() - started, 3),
+        )
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap,
+            client_id=cfg.kafka.client_id,
+            acks="all",
+            linger_ms=2,
+            max_request_size=max(2 * cfg.limits.max_message_bytes, 1_048_576),
+        )
+        await self.producer.start()
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            client_id=cfg.kafka.client_id,
+            group_id=cfg.kafka.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=cfg.limits.max_batch,
+            session_timeout_ms=cfg.kafka.session_timeout_ms,
+            heartbeat_interval_ms=cfg.kafka.heartbeat_interval_ms,
+        )
+        self.consumer.subscribe(cfg.topics.inbound, listener=_WaitForBatch(self._lock))
+        await self.consumer.start()
+        log.info(
+            "sidecar consuming",
+            bootstrap=self.bootstrap,
+            inbound=cfg.topics.inbound,
+            group=cfg.kafka.group_id,
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` is set; the batch in flight is finished and committed."""
+        assert self.consumer is not None
+        while not stop.is_set():
+            batch = await self.consumer.getmany(
+                timeout_ms=100, max_records=self.config.limits.max_batch
+            )
+            if batch:
+                async with self._lock:
+                    await self._process(batch)
+
+    async def _process(self, batch: dict[TopicPartition, list]) -> None:  # type: ignore[type-arg]
+        assert self.producer is not None and self.consumer is not None
+        acks: list[asyncio.Future[object]] = []
+        offsets: dict[TopicPartition, int] = {}
+        stats = self.stats
+        for tp, records in batch.items():
+            for record in records:
+                source = f"{tp.topic}/{tp.partition}/{record.offset}"
+                outcome = self.router.route(record.value, record.key, record.headers, source)
+                stats.consumed += 1
+                if outcome.duplicate:
+                    stats.duplicates += 1
+                    log.debug("duplicate dropped", key=outcome.key, source=source)
+                for out in outcome.outputs:
+                    acks.append(await self._send(out))
+                    stats.routed[out.route.value] += 1
+                if outcome.decision is not None:
+                    stats.verdicts[outcome.decision.verdict.value] += 1
+                elif outcome.error is not None and not outcome.duplicate:
+                    stats.dead_letter_reasons[outcome.error.code] += 1
+                    log.warning(
+                        "dead-lettered",
+                        code=outcome.error.code,
+                        reason=outcome.error.reason,
+                        source=source,
+                    )
+                if self.on_outcome is not None:
+                    self.on_outcome(outcome)
+            offsets[tp] = records[-1].offset + 1
+        await asyncio.gather(*acks)
+        stats.batches += 1
+        try:
+            await self.consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError) as exc:
+            # Partitions moved during the batch: the new owner re-reads it and dedupe absorbs it.
+            log.warning("commit skipped after rebalance", error=str(exc))
+
+    async def _send(self, out: Output) -> asyncio.Future[object]:
+        assert self.producer is not None
+        topic = self.topic_for[out.route]
+        try:
+            return await self.producer.send(topic, out.value, key=out.key, headers=out.headers)
+        except MessageSizeTooLargeError:
+            # Only dead letters can be this big (inputs over the limit); keep the head of it.
+            limit = self.config.limits.max_message_bytes
+            headers = [*out.headers, ("ostracon-truncated", str(len(out.value)).encode())]
+            log.warning(
+                "dead letter truncated",
+                size=len(out.value),
+                kept=limit,
+                source=header(out.headers, H_SOURCE),
+            )
+            return await self.producer.send(topic, out.value[:limit], key=out.key, headers=headers)
+
+    async def close(self) -> None:
+        if self.consumer is not None:
+            with contextlib.suppress(Exception):
+                await self.consumer.stop()
+            self.consumer = None
+        if self.producer is not None:
+            with contextlib.suppress(Exception):
+                await self.producer.stop()
+            self.producer = None
+        log.info("sidecar stopped", **self.stats.as_dict())
+
+
+async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
+    """Run one sidecar until SIGTERM/SIGINT (or ``stop``); start the embedded broker if needed.
+
+    With no ``kafka.bootstrap_servers`` the bundled broker is started on loopback, the topics
+    are created on it, and it is stopped on exit: the same code path as production.
+    """
+    import signal
+
+    from .embedded import EmbeddedBroker
+
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    broker: EmbeddedBroker | None = None
+    bootstrap = config.kafka.bootstrap_servers
+    if bootstrap is None:
+        broker = EmbeddedBroker(config.embedded.host, config.embedded.port)
+        bootstrap = broker.start()
+        log.info(
+            "embedded broker started",
+            bootstrap=bootstrap,
+            hint=f"point agents at bootstrap_servers={bootstrap}, "
+            f"produce to {config.topics.inbound[0]}, consume {config.topics.delivered}",
+        )
+    sidecar = Sidecar(config, bootstrap)
+    try:
+        await sidecar.start()
+        await sidecar.run(stop)
+    finally:
+        await sidecar.close()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        if broker is not None:
+            broker.stop()
+            log.info("embedded broker stopped")

@@ -1,0 +1,64 @@
+"""The in-process bus: the same router and core with no broker at all, for library use.
+
+Agents in one Python process publish envelopes; delivered ones reach the recipients'
+handlers (empty ``recipients`` = every other subscriber), and every output record is kept on
+a bounded in-memory "topic" named like its Kafka counterpart, for inspection and tests.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+from collections.abc import Callable, Sequence
+
+from ..config import Config
+from ..core import Core, default_stages
+from ..decision import Decision
+from ..dedupe import DedupeWindow
+from ..envelope import Envelope, encode
+from ..routing import Outcome, Output, Route, Router
+
+Handler = Callable[[Envelope, Decision], None]
+
+
+class MemoryBus:
+    """Publish envelopes through the core; deliver to subscribed handlers."""
+
+    def __init__(
+        self, config: Config | None = None, core: Core | None = None, retain: int = 10_000
+    ) -> None:
+        self.config = config or Config()
+        self.core = core or Core(default_stages(self.config.blocklist.verdict_enum))
+        self.core.state.blocklist.update(self.config.blocklist.agents)
+        self.router = Router(
+            self.core,
+            self.config.limits.max_message_bytes,
+            DedupeWindow(self.config.dedupe.window),
+        )
+        self.topics: dict[Route, collections.deque[Output]] = {
+            route: collections.deque(maxlen=retain) for route in Route
+        }
+        self._handlers: dict[str, list[Handler]] = collections.defaultdict(list)
+        self._seq = itertools.count()
+
+    def subscribe(self, agent: str, handler: Handler) -> None:
+        self._handlers[agent].append(handler)
+
+    def publish(
+        self,
+        message: Envelope | bytes,
+        headers: Sequence[tuple[str, bytes]] = (),
+    ) -> Outcome:
+        """Route one message; deliver it if the verdict allows. Returns what happened."""
+        value = encode(message) if isinstance(message, Envelope) else message
+        key = message.conversation.encode() if isinstance(message, Envelope) else None
+        outcome = self.router.route(value, key, headers, f"memory/0/{next(self._seq)}")
+        for out in outcome.outputs:
+            self.topics[out.route].append(out)
+        decision, envelope = outcome.decision, outcome.envelope
+        if decision is not None and envelope is not None and decision.verdict.delivers:
+            targets = envelope.recipients or [a for a in self._handlers if a != envelope.sender]
+            for agent in targets:
+                for handler in self._handlers.get(agent, ()):
+                    handler(envelope, decision)
+        return outcome
