@@ -39,7 +39,7 @@ def run(
     try:
         cfg = load_config(config)
     except ConfigError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     configure(cfg.log.level, cfg.log.format)
     from .transport.kafka import serve

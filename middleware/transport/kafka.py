@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CommitFailedError, IllegalStateError, MessageSizeTooLargeError
+from aiokafka.structs import ConsumerRecord
 
 from ..config import Config
 from ..core import Core, default_stages
@@ -50,11 +51,21 @@ async def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int) 
         await admin.close()
 
 
-async def read_dedupe_keys(bootstrap: str, topics: Iterable[str], per_partition: int) -> list[str]:
-    """The ``ostracon-id`` of the last ``per_partition`` records of each partition of topics."""
+async def scan_tail(
+    bootstrap: str,
+    topics: Iterable[str],
+    per_partition: int,
+    visit: Callable[[ConsumerRecord], None] | None = None,
+    timeout: float = 60.0,
+) -> dict[TopicPartition, int]:
+    """Read at least the last ``per_partition`` records of every partition of ``topics``.
+
+    Calls ``visit`` on each record read and returns each partition's true end offset (high
+    watermark). ListOffsets is only used as a lower bound: Tansu answers it with the last
+    batch's base offset + 1, so the end is taken from the fetch responses' high watermark.
+    """
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
-    keys: list[str] = []
     try:
         await consumer.topics()  # refresh metadata
         tps = [
@@ -63,29 +74,41 @@ async def read_dedupe_keys(bootstrap: str, topics: Iterable[str], per_partition:
             for p in sorted(consumer.partitions_for_topic(t) or ())
         ]
         if not tps:
-            return keys
+            return {}
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
         begins = await consumer.beginning_offsets(tps)
-        pending = {}
         for tp in tps:
-            start = max(begins[tp], ends[tp] - per_partition)
-            if start < ends[tp]:
-                consumer.seek(tp, start)
-                pending[tp] = ends[tp]
-        while pending:
-            batch = await consumer.getmany(*pending, timeout_ms=1000, max_records=10_000)
-            if not batch:
-                break
-            for tp, records in batch.items():
-                for record in records:
-                    key = header(record.headers, H_ID)
-                    if key is not None:
-                        keys.append(key)
-                if tp in pending and records and records[-1].offset + 1 >= pending[tp]:
-                    del pending[tp]
+            consumer.seek(tp, max(begins[tp], ends[tp] - per_partition))
+        pending = set(tps)
+        deadline = time.monotonic() + timeout
+        while pending and time.monotonic() < deadline:
+            batch = await consumer.getmany(*pending, timeout_ms=500, max_records=10_000)
+            if visit is not None:
+                for records in batch.values():
+                    for record in records:
+                        visit(record)
+            for tp in list(pending):
+                hw = consumer.highwater(tp)
+                if hw is not None and await consumer.position(tp) >= hw:
+                    pending.discard(tp)
+        if pending:
+            raise TimeoutError(f"could not read to the end of {sorted(map(str, pending))}")
+        return {tp: consumer.highwater(tp) or 0 for tp in tps}
     finally:
         await consumer.stop()
+
+
+async def read_dedupe_keys(bootstrap: str, topics: Iterable[str], per_partition: int) -> list[str]:
+    """The ``ostracon-id`` of (at least) the last ``per_partition`` records of each partition."""
+    keys: list[str] = []
+
+    def visit(record: ConsumerRecord) -> None:
+        key = header(record.headers, H_ID)
+        if key is not None:
+            keys.append(key)
+
+    await scan_tail(bootstrap, topics, per_partition, visit)
     return keys
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord, RecordMetadata
-
 from ostracon.transport.embedded import EmbeddedBroker
+from ostracon.transport.kafka import scan_tail
 
 pytestmark = pytest.mark.broker
 
@@ -68,8 +68,7 @@ async def read_all(
     records: list[ConsumerRecord] = []
     try:
         await consumer.topics()
-        tps = [TopicPartition(t, p) for t in topics
-               for p in consumer.partitions_for_topic(t) or ()]
+        tps = [TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         deadline = time.monotonic() + timeout
@@ -86,16 +85,8 @@ async def read_all(
 
 
 async def count(bootstrap: str, topics: list[str]) -> int:
-    """Records currently in the topics (sum of end offsets; topics start at offset 0)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-    await consumer.start()
-    try:
-        await consumer.topics()
-        tps = [TopicPartition(t, p) for t in topics
-               for p in consumer.partitions_for_topic(t) or ()]
-        return sum((await consumer.end_offsets(tps)).values()) if tps else 0
-    finally:
-        await consumer.stop()
+    """Records currently in the topics (topics start at offset 0)."""
+    return sum((await scan_tail(bootstrap, topics, 0)).values())
 
 
 class SidecarProcess:
@@ -110,7 +101,9 @@ class SidecarProcess:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "ostracon", "run", "--config", str(self.config)],
-                stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
         return self
 
@@ -132,8 +125,9 @@ class SidecarProcess:
                     return e
             assert self.proc is not None
             if self.proc.poll() is not None:
-                raise AssertionError(f"sidecar exited {self.proc.returncode}:\n"
-                                     f"{self.log.read_text()[-3000:]}")
+                raise AssertionError(
+                    f"sidecar exited {self.proc.returncode}:\n{self.log.read_text()[-3000:]}"
+                )
             await asyncio.sleep(0.1)
         raise AssertionError(f"no {event!r} within {timeout}s:\n{self.log.read_text()[-3000:]}")
 

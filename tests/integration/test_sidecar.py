@@ -7,7 +7,6 @@ from collections import Counter
 
 import msgspec
 import pytest
-
 from ostracon.config import BlocklistConfig, Config, KafkaConfig, LimitsConfig, TopicsConfig
 from ostracon.routing import H_DECISION, H_ERROR, H_ID, H_REASON, H_SOURCE, H_VERDICT, header
 from ostracon.transport.embedded import EmbeddedBroker
@@ -28,8 +27,16 @@ def config(**kw: object) -> Config:
 
 
 def msg(i: int, sender: str = "alice", **extra: object) -> bytes:
-    return msgspec.json.encode({"id": f"m-{i}", "conversation": f"c-{i % 3}", "sender": sender,
-                                "kind": "chat", "content": f"message {i}", **extra})
+    return msgspec.json.encode(
+        {
+            "id": f"m-{i}",
+            "conversation": f"c-{i % 3}",
+            "sender": sender,
+            "kind": "chat",
+            "content": f"message {i}",
+            **extra,
+        }
+    )
 
 
 class Running:
@@ -64,7 +71,10 @@ async def test_forwards_original_bytes_with_verdict_headers(broker: EmbeddedBrok
     assert sorted(r.value for r in delivered) == sorted(good)
     for r in delivered:
         assert header(r.headers, H_VERDICT) == "deliver"
-        assert header(r.headers, H_DECISION, ).startswith("d-")  # type: ignore[union-attr]
+        assert header(
+            r.headers,
+            H_DECISION,
+        ).startswith("d-")  # type: ignore[union-attr]
         assert header(r.headers, H_SOURCE).startswith("agents.inbound/")  # type: ignore[union-attr]
         env = msgspec.json.decode(r.value)
         assert r.key == env["conversation"].encode()
@@ -80,10 +90,14 @@ BAD_INPUTS: list[tuple[bytes | None, str]] = [
     (b'{"id": "x-1", "conversation": "c", "sen', "invalid-json"),
     (b"\xff\xfe\xfd not utf-8", "invalid-utf8"),
     (b'{"id": "x-2", "conversation": "c", "sender": "a", "kind": "chat"}', "schema"),
-    (b'{"id": "x-3", "conversation": "c", "sender": ["a"], "kind": "chat", "content": ""}',
-     "schema"),
-    (b'{"id": "x-4", "conversation": "c", "sender": "a", "kind": "gossip", "content": ""}',
-     "unknown-kind"),
+    (
+        b'{"id": "x-3", "conversation": "c", "sender": ["a"], "kind": "chat", "content": ""}',
+        "schema",
+    ),
+    (
+        b'{"id": "x-4", "conversation": "c", "sender": "a", "kind": "gossip", "content": ""}',
+        "unknown-kind",
+    ),
     (msg(5, content="y" * 5000), "too-large"),
     (None, "empty"),
     (b"", "invalid-json"),
@@ -129,8 +143,9 @@ async def test_restart_rebuilds_the_dedupe_window_from_output_topics(
     await produce(broker.bootstrap, "agents.inbound", values)
     async with Running(config(group_id="first"), broker.bootstrap):
         await read_all(broker.bootstrap, ["agents.delivered"], 300, settle=0.2)
-        await read_all(broker.bootstrap, ["ostracon.dead-letter", "ostracon.quarantine"], 2,
-                       settle=0.2)
+        await read_all(
+            broker.bootstrap, ["ostracon.dead-letter", "ostracon.quarantine"], 2, settle=0.2
+        )
     async with Running(config(group_id="second"), broker.bootstrap) as second:
         for _ in range(100):
             if second.stats.consumed >= len(values):
@@ -140,6 +155,9 @@ async def test_restart_rebuilds_the_dedupe_window_from_output_topics(
     assert second.stats.duplicates == len(values)
     assert sum(second.stats.routed.values()) == 0
     outputs = await read_all(
-        broker.bootstrap, ["agents.delivered", "ostracon.quarantine", "ostracon.dead-letter"],
-        len(values), settle=0.5)
+        broker.bootstrap,
+        ["agents.delivered", "ostracon.quarantine", "ostracon.dead-letter"],
+        len(values),
+        settle=0.5,
+    )
     assert len(outputs) == len(values)

@@ -49,13 +49,21 @@ def test_most_restrictive_verdict_wins_and_every_stage_is_recorded() -> None:
     d = decide(env(), State(), stages)
     assert d.verdict is Verdict.QUARANTINE
     assert d.rules == ["tagger", "quarantiner", "holder"]
-    assert [t.verdict for t in d.trail] == [Verdict.DELIVER_TAGGED, Verdict.QUARANTINE,
-                                            Verdict.HOLD]
+    assert [t.verdict for t in d.trail] == [
+        Verdict.DELIVER_TAGGED,
+        Verdict.QUARANTINE,
+        Verdict.HOLD,
+    ]
 
 
 def test_verdict_order() -> None:
-    order = [Verdict.DELIVER, Verdict.DELIVER_TAGGED, Verdict.HOLD, Verdict.QUARANTINE,
-             Verdict.BLOCK]
+    order = [
+        Verdict.DELIVER,
+        Verdict.DELIVER_TAGGED,
+        Verdict.HOLD,
+        Verdict.QUARANTINE,
+        Verdict.BLOCK,
+    ]
     assert sorted(order, key=lambda v: v.severity) == order
     assert [v.delivers for v in order] == [True, True, False, False, False]
 

@@ -1,7 +1,6 @@
 """The bounded dedupe window."""
 
 import pytest
-
 from ostracon.dedupe import DedupeWindow
 
 

@@ -2,7 +2,6 @@
 
 import msgspec
 import pytest
-
 from ostracon.envelope import Claim, Envelope, InvalidEnvelope, Kind, decode, encode
 
 LIMIT = 1 << 20

@@ -8,8 +8,14 @@ from ostracon.transport.memory import MemoryBus
 
 
 def env(i: int, sender: str, recipients: list[str] | None = None) -> Envelope:
-    return Envelope(id=f"m-{i}", conversation="c", sender=sender, kind=Kind.CHAT,
-                    content=f"message {i}", recipients=recipients or [])
+    return Envelope(
+        id=f"m-{i}",
+        conversation="c",
+        sender=sender,
+        kind=Kind.CHAT,
+        content=f"message {i}",
+        recipients=recipients or [],
+    )
 
 
 def test_delivery_to_recipients_and_to_everyone_else() -> None:

@@ -1,7 +1,6 @@
 """The router: dead letters with reasons, dedupe, verdict headers, forged-header stripping."""
 
 import msgspec
-
 from ostracon.core import Core, State, default_stages
 from ostracon.dedupe import DedupeWindow
 from ostracon.routing import (
@@ -26,8 +25,14 @@ def router(blocklist: dict[str, str] | None = None, limit: int = 1 << 20) -> Rou
 
 def raw(i: int = 1, sender: str = "alice", **extra: object) -> bytes:
     return msgspec.json.encode(
-        {"id": f"m-{i}", "conversation": "c", "sender": sender, "kind": "chat",
-         "content": "hi", **extra}
+        {
+            "id": f"m-{i}",
+            "conversation": "c",
+            "sender": sender,
+            "kind": "chat",
+            "content": "hi",
+            **extra,
+        }
     )
 
 
