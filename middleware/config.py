@@ -30,6 +30,9 @@ class KafkaConfig(_Section, frozen=True):
     # A crashed member's partitions move after this long; a new member joins in about half.
     session_timeout_ms: Annotated[int, msgspec.Meta(ge=1000)] = 10_000
     heartbeat_interval_ms: Annotated[int, msgspec.Meta(ge=100)] = 3_000
+    # How long the broker may hold a fetch waiting for data. Tansu holds fetches for this long
+    # even when data arrives (500 ms gave a 260 ms p99 at 1k msg/s), so keep it low.
+    fetch_max_wait_ms: Annotated[int, msgspec.Meta(ge=0)] = 20
 
 
 class TopicsConfig(_Section, frozen=True):
@@ -47,8 +50,11 @@ class TopicsConfig(_Section, frozen=True):
 
 class LimitsConfig(_Section, frozen=True):
     max_message_bytes: PositiveInt = 1_048_576
-    # Records taken per poll and awaited together: the bound on in-flight work.
+    # Records taken per poll; their offsets are committed together once all acks are in.
     max_batch: PositiveInt = 500
+    # Batches produced but not yet acknowledged: overlaps routing with broker round trips.
+    # In-flight work is bounded by max_batch * max_inflight_batches records.
+    max_inflight_batches: PositiveInt = 4
 
 
 class DedupeConfig(_Section, frozen=True):

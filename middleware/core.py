@@ -193,11 +193,14 @@ class Core:
     """A stage chain bound to its state: decide, then let each stage observe."""
 
     def __init__(self, stages: Iterable[Stage] | None = None, state: State | None = None):
-        self.stages: list[Stage] = list(stages) if stages is not None else default_stages()
+        # Fixed at construction: the observer list below is derived from it.
+        self.stages: tuple[Stage, ...] = tuple(stages if stages is not None else default_stages())
         self.state = state if state is not None else State()
+        # Only stages that remember something are called after the decision (hot path).
+        self._observers = [s for s in self.stages if type(s).observe is not Stage.observe]
 
     def decide(self, envelope: Envelope) -> Decision:
         decision = decide(envelope, self.state, self.stages)
-        for stage in self.stages:
+        for stage in self._observers:
             stage.observe(envelope, decision, self.state)
         return decision

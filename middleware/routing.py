@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from .core import Core
-from .decision import Decision
+from .decision import Decision, Verdict
 from .dedupe import DedupeWindow
 from .envelope import Envelope, InvalidEnvelope, decode
 
@@ -62,6 +62,9 @@ class Outcome:
 
 
 _alert_encoder = msgspec.json.Encoder()
+# Per-verdict constants, so the hot path does no enum property lookups or encodes for them.
+_VERDICT_BYTES = {v: v.value.encode() for v in Verdict}
+_ROUTE_FOR = {v: Route.DELIVERED if v.delivers else Route.QUARANTINE for v in Verdict}
 
 
 class Router:
@@ -116,18 +119,18 @@ def forward(
 ) -> list[Output]:
     """The forwarded record (original bytes + verdict headers) followed by alert records."""
     ckey = envelope.conversation.encode()
-    out_headers = _foreign(headers)
-    out_headers += [
-        (H_VERDICT, decision.verdict.value.encode()),
-        (H_RISK, f"{decision.risk:.3f}".encode()),
-        (H_RULES, ",".join(decision.rules).encode()),
+    out_headers = _foreign(headers) if headers else []
+    out_headers += (
+        (H_VERDICT, _VERDICT_BYTES[decision.verdict]),
+        (H_RISK, f"{decision.risk:.3f}".encode() if decision.risk else b"0.000"),
+        (H_RULES, ",".join(decision.rules).encode() if decision.rules else b""),
         (H_DECISION, decision.id.encode()),
         (H_ID, envelope.id.encode()),
         (H_SOURCE, source.encode()),
-    ]
+    )
     for name, tag in decision.tags.items():
         out_headers.append((H_TAG + name, tag.encode()))
-    route = Route.DELIVERED if decision.verdict.delivers else Route.QUARANTINE
+    route = _ROUTE_FOR[decision.verdict]
     outputs = [
         Output(
             Route.ALERTS, ckey, _alert_encoder.encode(alert), [(H_DECISION, decision.id.encode())]

@@ -1,10 +1,11 @@
 """The Kafka sidecar: consumer group on the inbound topics -> router -> producer.
 
-Delivery is at-least-once. Each poll takes at most ``limits.max_batch`` records (the bound on
-in-flight work); their outputs are produced and every ack awaited before the offsets are
-committed. A crash between the acks and the commit re-reads the batch, and the dedupe window
-(refilled on start from the output topics' ``ostracon-id`` headers) drops what was already
-written, so each input lands downstream once.
+Delivery is at-least-once. Each poll takes at most ``limits.max_batch`` records and at most
+``limits.max_inflight_batches`` batches are in flight (the bound on memory); a batch's offsets
+are committed only after every output it produced is acknowledged. A crash between the acks
+and the commit re-reads the batch, and the dedupe window (refilled on start from the output
+topics' ``ostracon-id`` headers) drops what was already written, so each input lands
+downstream once.
 """
 
 from __future__ import annotations
@@ -19,15 +20,19 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CommitFailedError, IllegalStateError, MessageSizeTooLargeError
+from aiokafka.partitioner import DefaultPartitioner, murmur2
 from aiokafka.structs import ConsumerRecord
 
 from ..config import Config
 from ..core import Core, default_stages
+from ..decision import Verdict
 from ..dedupe import DedupeWindow
 from ..logs import get_logger
 from ..routing import H_ID, H_SOURCE, Outcome, Output, Route, Router, header
 
 log = get_logger("ostracon.sidecar")
+
+Offsets = dict[TopicPartition, int]
 
 TOPIC_EXISTS = 36
 
@@ -112,6 +117,31 @@ async def read_dedupe_keys(bootstrap: str, topics: Iterable[str], per_partition:
     return keys
 
 
+class CachingPartitioner:
+    """Kafka's default key partitioning (murmur2, as the Java client) with a memo per key.
+
+    aiokafka hashes every key in pure Python (~3 us); conversations repeat, so the partition
+    of a key is remembered. Same placement as the default partitioner, bounded memory.
+    """
+
+    def __init__(self, capacity: int = 65_536) -> None:
+        self.capacity = capacity
+        self._memo: dict[tuple[bytes, int], int] = {}
+
+    def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+        if key is None:
+            return int(DefaultPartitioner()(key, all_partitions, available))
+        memo_key = (key, len(all_partitions))
+        partition = self._memo.get(memo_key)
+        if partition is None:
+            if len(self._memo) >= self.capacity:
+                self._memo.clear()
+            partition = self._memo[memo_key] = all_partitions[
+                (murmur2(key) & 0x7FFFFFFF) % len(all_partitions)
+            ]
+        return partition
+
+
 @dataclass
 class Stats:
     """Counters the sidecar keeps (exported as metrics by later sinks)."""
@@ -119,8 +149,8 @@ class Stats:
     consumed: int = 0
     duplicates: int = 0
     batches: int = 0
-    routed: collections.Counter[str] = field(default_factory=collections.Counter)
-    verdicts: collections.Counter[str] = field(default_factory=collections.Counter)
+    routed: collections.Counter[Route] = field(default_factory=collections.Counter)
+    verdicts: collections.Counter[Verdict] = field(default_factory=collections.Counter)
     dead_letter_reasons: collections.Counter[str] = field(default_factory=collections.Counter)
 
     def as_dict(self) -> dict[str, object]:
@@ -128,21 +158,21 @@ class Stats:
             "consumed": self.consumed,
             "duplicates": self.duplicates,
             "batches": self.batches,
-            "routed": dict(self.routed),
-            "verdicts": dict(self.verdicts),
+            "routed": {str(k): v for k, v in self.routed.items()},
+            "verdicts": {str(k): v for k, v in self.verdicts.items()},
             "dead_letter_reasons": dict(self.dead_letter_reasons),
         }
 
 
-class _WaitForBatch(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Before partitions move, let the in-flight batch finish and commit."""
+class _SettleOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Before partitions move, finish and commit every batch in flight."""
 
-    def __init__(self, lock: asyncio.Lock) -> None:
-        self.lock = lock
+    def __init__(self, sidecar: Sidecar) -> None:
+        self.sidecar = sidecar
 
     async def on_partitions_revoked(self, revoked: object) -> None:
-        async with self.lock:
-            pass
+        async with self.sidecar._lock:
+            await self.sidecar._settle(keep=0)
 
     async def on_partitions_assigned(self, assigned: object) -> None:
         return None
@@ -173,7 +203,11 @@ class Sidecar:
             Route.DEAD_LETTER: t.dead_letter,
             Route.ALERTS: t.alerts,
         }
+        # Guards the in-flight queue: the poll loop and the rebalance listener both settle it.
         self._lock = asyncio.Lock()
+        self._inflight: collections.deque[tuple[asyncio.Future[list[object]], Offsets]] = (
+            collections.deque()
+        )
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
 
@@ -183,7 +217,9 @@ class Sidecar:
             created = await ensure_topics(self.bootstrap, cfg.all_topics, cfg.topics.partitions)
             if created:
                 log.info("topics created", topics=created)
-        per_partition = max(cfg.dedupe.window // cfg.topics.partitions, cfg.limits.max_batch)
+        # At least everything that can be in flight (written but uncommitted) per partition.
+        in_flight = cfg.limits.max_batch * cfg.limits.max_inflight_batches
+        per_partition = max(cfg.dedupe.window // cfg.topics.partitions, in_flight)
         started = time.perf_counter()
         keys = await read_dedupe_keys(self.bootstrap, cfg.output_topics, per_partition)
         self.window.extend(keys)
@@ -197,6 +233,7 @@ class Sidecar:
             client_id=cfg.kafka.client_id,
             acks="all",
             linger_ms=2,
+            partitioner=CachingPartitioner(),
             max_request_size=max(2 * cfg.limits.max_message_bytes, 1_048_576),
         )
         await self.producer.start()
@@ -209,8 +246,9 @@ class Sidecar:
             max_poll_records=cfg.limits.max_batch,
             session_timeout_ms=cfg.kafka.session_timeout_ms,
             heartbeat_interval_ms=cfg.kafka.heartbeat_interval_ms,
+            fetch_max_wait_ms=cfg.kafka.fetch_max_wait_ms,
         )
-        self.consumer.subscribe(cfg.topics.inbound, listener=_WaitForBatch(self._lock))
+        self.consumer.subscribe(cfg.topics.inbound, listener=_SettleOnRevoke(self))
         await self.consumer.start()
         log.info(
             "sidecar consuming",
@@ -220,20 +258,36 @@ class Sidecar:
         )
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Consume until ``stop`` is set; the batch in flight is finished and committed."""
-        assert self.consumer is not None
-        while not stop.is_set():
-            batch = await self.consumer.getmany(
-                timeout_ms=100, max_records=self.config.limits.max_batch
-            )
-            if batch:
-                async with self._lock:
-                    await self._process(batch)
+        """Consume until ``stop`` is set; every batch in flight is finished and committed.
 
-    async def _process(self, batch: dict[TopicPartition, list]) -> None:  # type: ignore[type-arg]
-        assert self.producer is not None and self.consumer is not None
+        Up to ``limits.max_inflight_batches`` batches are produced but not yet acknowledged
+        at once, so routing the next batch overlaps the broker's acks for the previous one.
+        Offsets are committed in poll order, each only after its batch's acks.
+        """
+        assert self.consumer is not None
+        keep = self.config.limits.max_inflight_batches - 1
+        try:
+            while not stop.is_set():
+                batch = await self.consumer.getmany(
+                    timeout_ms=100, max_records=self.config.limits.max_batch
+                )
+                async with self._lock:
+                    if batch:
+                        self._inflight.append(await self._submit(batch))
+                        await self._settle(keep)
+                    else:  # idle: nothing to overlap with, so settle everything
+                        await self._settle(0)
+        finally:
+            async with self._lock:
+                await self._settle(0)
+
+    async def _submit(
+        self,
+        batch: dict[TopicPartition, list[ConsumerRecord]],
+    ) -> tuple[asyncio.Future[list[object]], Offsets]:
+        """Route a batch and hand its outputs to the producer; return (all acks, offsets)."""
         acks: list[asyncio.Future[object]] = []
-        offsets: dict[TopicPartition, int] = {}
+        offsets: Offsets = {}
         stats = self.stats
         for tp, records in batch.items():
             for record in records:
@@ -245,9 +299,9 @@ class Sidecar:
                     log.debug("duplicate dropped", key=outcome.key, source=source)
                 for out in outcome.outputs:
                     acks.append(await self._send(out))
-                    stats.routed[out.route.value] += 1
+                    stats.routed[out.route] += 1
                 if outcome.decision is not None:
-                    stats.verdicts[outcome.decision.verdict.value] += 1
+                    stats.verdicts[outcome.decision.verdict] += 1
                 elif outcome.error is not None and not outcome.duplicate:
                     stats.dead_letter_reasons[outcome.error.code] += 1
                     log.warning(
@@ -259,12 +313,28 @@ class Sidecar:
                 if self.on_outcome is not None:
                     self.on_outcome(outcome)
             offsets[tp] = records[-1].offset + 1
-        await asyncio.gather(*acks)
-        stats.batches += 1
+        return asyncio.gather(*acks), offsets
+
+    async def _settle(self, keep: int) -> None:
+        """Commit finished batches in order, waiting on the oldest until ``keep`` remain.
+
+        A failed produce raises here, before its offsets are committed: the sidecar stops and
+        the batch is re-read by whoever owns the partition next.
+        """
+        assert self.consumer is not None
+        offsets: Offsets = {}
+        while self._inflight and (len(self._inflight) > keep or self._inflight[0][0].done()):
+            acks, batch_offsets = self._inflight[0]
+            await acks
+            self._inflight.popleft()
+            offsets.update(batch_offsets)
+            self.stats.batches += 1
+        if not offsets:
+            return
         try:
             await self.consumer.commit(offsets)
         except (CommitFailedError, IllegalStateError) as exc:
-            # Partitions moved during the batch: the new owner re-reads it and dedupe absorbs it.
+            # Partitions moved meanwhile: the new owner re-reads them and dedupe absorbs it.
             log.warning("commit skipped after rebalance", error=str(exc))
 
     async def _send(self, out: Output) -> asyncio.Future[object]:

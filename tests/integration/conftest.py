@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord, RecordMetadata
+
 from ostracon.transport.embedded import EmbeddedBroker
 from ostracon.transport.kafka import scan_tail
 

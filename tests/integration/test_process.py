@@ -20,6 +20,7 @@ from pathlib import Path
 import msgspec
 import pytest
 from aiokafka import AIOKafkaConsumer
+
 from ostracon.routing import H_ID, H_SOURCE, H_VERDICT, header
 from ostracon.transport.embedded import EmbeddedBroker
 from ostracon.transport.kafka import scan_tail
@@ -95,7 +96,7 @@ async def test_sigterm_finishes_commits_and_exits_zero(
 async def test_sigkill_mid_stream_then_restart_loses_and_duplicates_nothing(
     broker: EmbeddedBroker, tmp_path: Path
 ) -> None:
-    total = 6000
+    total = 12_000  # fed at ~1000 msg/s, so both kills land while input still arrives
     values = stream(total)
     cfg = write_config(
         tmp_path / "ostracon.yaml",
@@ -110,8 +111,8 @@ async def test_sigkill_mid_stream_then_restart_loses_and_duplicates_nothing(
         await procs[0].wait_for("sidecar consuming")
 
         async def feed() -> None:  # a steady stream, so the kills land mid-flow
-            for start in range(0, total, 250):
-                chunk = values[start : start + 250]
+            for start in range(0, total, 100):
+                chunk = values[start : start + 100]
                 metas.extend(
                     await produce(
                         broker.bootstrap,
@@ -120,7 +121,7 @@ async def test_sigkill_mid_stream_then_restart_loses_and_duplicates_nothing(
                         keys=[b"k-%d" % ((start + j) % 16) for j in range(len(chunk))],
                     )
                 )
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.1)
 
         feeder = asyncio.create_task(feed())
         for victim, successor, at in (

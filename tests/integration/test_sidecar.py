@@ -7,6 +7,7 @@ from collections import Counter
 
 import msgspec
 import pytest
+
 from ostracon.config import BlocklistConfig, Config, KafkaConfig, LimitsConfig, TopicsConfig
 from ostracon.routing import H_DECISION, H_ERROR, H_ID, H_REASON, H_SOURCE, H_VERDICT, header
 from ostracon.transport.embedded import EmbeddedBroker

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+
 from ostracon.config import Config, ConfigError, load_config, parse_config
 
 

@@ -1,6 +1,7 @@
 """The bounded dedupe window."""
 
 import pytest
+
 from ostracon.dedupe import DedupeWindow
 
 

@@ -2,6 +2,7 @@
 
 import msgspec
 import pytest
+
 from ostracon.envelope import Claim, Envelope, InvalidEnvelope, Kind, decode, encode
 
 LIMIT = 1 << 20

@@ -1,6 +1,7 @@
 """The router: dead letters with reasons, dedupe, verdict headers, forged-header stripping."""
 
 import msgspec
+
 from ostracon.core import Core, State, default_stages
 from ostracon.dedupe import DedupeWindow
 from ostracon.routing import (
