@@ -162,3 +162,18 @@ async def test_restart_rebuilds_the_dedupe_window_from_output_topics(
         settle=0.5,
     )
     assert len(outputs) == len(values)
+
+
+async def test_dead_letter_too_big_to_forward_keeps_its_head(broker: EmbeddedBroker) -> None:
+    """An input over the sidecar producer's request limit (here 1.5 MiB against a 1 MiB
+    producer limit) is dead-lettered truncated to max_message_bytes, with its original size."""
+    huge = msg(1, content="z" * (3 << 19))
+    async with Running(config(), broker.bootstrap) as sidecar:
+        await produce(broker.bootstrap, "agents.inbound", [huge, msg(2)])
+        (dead,) = await read_all(broker.bootstrap, ["ostracon.dead-letter"], 1)
+        delivered = await read_all(broker.bootstrap, ["agents.delivered"], 1)
+    assert header(dead.headers, H_ERROR) == "too-large"
+    assert header(dead.headers, "ostracon-truncated") == str(len(huge))
+    assert dead.value == huge[:4096]
+    assert [r.value for r in delivered] == [msg(2)]
+    assert sidecar.stats.dead_letter_reasons == Counter({"too-large": 1})

@@ -77,3 +77,8 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(tmp_path / "nope.yaml")
     assert "nope.yaml" in str(info.value) and "cannot read" in str(info.value)
+
+
+def test_example_config_is_valid_and_lists_the_defaults() -> None:
+    example = Path(__file__).parents[2] / "examples" / "ostracon.yaml"
+    assert load_config(example) == Config()
