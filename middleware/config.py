@@ -45,11 +45,15 @@ class TopicsConfig(_Section, frozen=True):
     alerts: str = "ostracon.alerts"
     # Used when ostracon creates missing topics (always on the embedded broker).
     partitions: PositiveInt = 4
+    # 1 suits the embedded broker; use 3 on a production cluster so acks=all means something.
+    replication: PositiveInt = 1
     create: bool = True
 
 
 class LimitsConfig(_Section, frozen=True):
-    max_message_bytes: PositiveInt = 1_048_576
+    # Value + key + headers of an inbound record. Below Kafka's default message.max.bytes
+    # (1 048 588) so the verdict headers added on forward still fit.
+    max_message_bytes: PositiveInt = 1_000_000
     # Records taken per poll; their offsets are committed together once all acks are in.
     max_batch: PositiveInt = 500
     # Batches produced but not yet acknowledged: overlaps routing with broker round trips.
@@ -139,7 +143,7 @@ def parse_config(text: str, file: str = "<config>") -> Config:
     if root is None:
         return Config()
     try:
-        return msgspec.yaml.decode(text.encode(), type=Config)
+        config = msgspec.yaml.decode(text.encode(), type=Config)
     except msgspec.ValidationError as exc:
         message = str(exc)
         m = _PATH_RE.search(message)
@@ -151,6 +155,17 @@ def parse_config(text: str, file: str = "<config>") -> Config:
         line = _locate(root, parts)
         field = ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in parts)
         raise ConfigError(file, line, field.replace(".[", "["), problem) from None
+    except msgspec.DecodeError as exc:  # YAML the safe loader refuses (e.g. python tags)
+        raise ConfigError(file, None, "", f"invalid YAML: {exc}") from None
+    k = config.kafka
+    if k.heartbeat_interval_ms >= k.session_timeout_ms:
+        raise ConfigError(
+            file,
+            _locate(root, ["kafka", "heartbeat_interval_ms"]),
+            "kafka.heartbeat_interval_ms",
+            f"must be less than kafka.session_timeout_ms ({k.session_timeout_ms})",
+        )
+    return config
 
 
 def _split_path(path: str) -> list[str | int]:

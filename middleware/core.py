@@ -34,12 +34,19 @@ class State:
     """Everything a decision may depend on besides the envelope itself."""
 
     blocklist: dict[str, str] = field(default_factory=dict)  # agent -> reason
+    # Least recently active first; bounded so a stream of new conversation names cannot
+    # grow memory without limit.
     conversations: dict[str, ConversationState] = field(default_factory=dict)
+    max_conversations: int = 100_000
 
-    def conversation(self, name: str) -> ConversationState:
-        conv = self.conversations.get(name)
+    def touch_conversation(self, name: str) -> ConversationState:
+        """The conversation's state, marked most recently active (creates it; observe only)."""
+        conv = self.conversations.pop(name, None)
         if conv is None:
-            conv = self.conversations[name] = ConversationState()
+            conv = ConversationState()
+        self.conversations[name] = conv
+        if len(self.conversations) > self.max_conversations:
+            del self.conversations[next(iter(self.conversations))]
         return conv
 
 
@@ -174,7 +181,7 @@ class MembershipStage(Stage):
         return None
 
     def observe(self, envelope: Envelope, decision: Decision, state: State) -> None:
-        conv = state.conversation(envelope.conversation)
+        conv = state.touch_conversation(envelope.conversation)
         conv.members.add(envelope.sender)
         conv.members.update(envelope.recipients)
         conv.messages += 1

@@ -88,6 +88,12 @@ class Decision(msgspec.Struct, frozen=True):
 
 
 def decision_id(conversation: str, message_id: str) -> str:
-    """Deterministic id: the same message decided again (after a crash) keeps its id."""
-    digest = hashlib.blake2b(f"{conversation}\x00{message_id}".encode(), digest_size=12)
+    """Deterministic id: the same message decided again (after a crash) keeps its id.
+
+    Also the dedupe key: a message id is unique within its conversation. The length prefix
+    keeps (conversation, id) pairs unambiguous whatever characters they contain.
+    """
+    digest = hashlib.blake2b(
+        f"{len(conversation)}:{conversation}{message_id}".encode(), digest_size=12
+    )
     return "d-" + digest.hexdigest()

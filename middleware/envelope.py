@@ -86,6 +86,8 @@ def decode(data: bytes | None, max_bytes: int) -> Envelope:
         text = str(exc)
         code = "unknown-kind" if text.endswith("`$.kind`") and "enum" in text else "schema"
         raise InvalidEnvelope(code, text) from None
+    except RecursionError:
+        raise InvalidEnvelope("invalid-json", "nested too deeply") from None
     except msgspec.DecodeError as exc:
         # Error path only: tell "not UTF-8 at all" apart from "UTF-8 but not JSON".
         try:

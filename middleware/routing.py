@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from .core import Core
-from .decision import Decision, Verdict
+from .decision import Decision, Verdict, decision_id
 from .dedupe import DedupeWindow
 from .envelope import Envelope, InvalidEnvelope, decode
 
@@ -24,7 +24,9 @@ H_VERDICT = "ostracon-verdict"
 H_RISK = "ostracon-risk"
 H_RULES = "ostracon-rules"
 H_DECISION = "ostracon-decision-id"
-H_ID = "ostracon-id"  # the dedupe key; read back from output topics on restart
+# The dedupe key, read back from the output topics on restart: the decision id for envelopes
+# (a message id is unique within its conversation), ``dlq:<source>`` for dead letters.
+H_DEDUPE = "ostracon-dedupe-key"
 H_SOURCE = "ostracon-source"  # topic/partition/offset of the inbound record
 H_ERROR = "ostracon-error"
 H_REASON = "ostracon-reason"
@@ -45,7 +47,7 @@ class Route(enum.StrEnum):
 class Output(msgspec.Struct, frozen=True, array_like=True):
     route: Route
     key: bytes | None
-    value: bytes
+    value: bytes | None  # None only for a dead-lettered tombstone
     headers: Headers
 
 
@@ -82,32 +84,56 @@ class Router:
         headers: Sequence[tuple[str, bytes]] = (),
         source: str = "",
     ) -> Outcome:
+        # The limit covers key and headers too, so a forwarded record (which also gains the
+        # verdict headers) stays under the broker's limit whenever its input was accepted.
+        limit = self.max_message_bytes
+        if key:
+            limit -= len(key)
+        for k, v in headers:
+            limit -= len(k) + (len(v) if v else 0)
         try:
-            envelope = decode(value, self.max_message_bytes)
+            if limit < 0:
+                raise InvalidEnvelope(
+                    "too-large", f"key and headers exceed {self.max_message_bytes} bytes"
+                )
+            envelope = decode(value, limit)
         except InvalidEnvelope as err:
-            # Malformed input has no trustworthy id: its source coordinates are its identity.
-            dkey = f"dlq:{source}"
-            if not self.window.add(dkey):
-                return Outcome(dkey, duplicate=True, error=err)
-            out_headers = _foreign(headers)
-            out_headers += [
-                (H_ERROR, err.code.encode()),
-                (H_REASON, err.reason.encode()),
-                (H_SOURCE, source.encode()),
-                (H_ID, dkey.encode()),
-            ]
-            dead = Output(Route.DEAD_LETTER, key, value or b"", out_headers)
-            return Outcome(dkey, [dead], error=err)
+            return self.dead_letter(err, value, key, headers, source)
 
-        if not self.window.add(envelope.id):
-            return Outcome(envelope.id, envelope=envelope, duplicate=True)
+        dkey = decision_id(envelope.conversation, envelope.id)
+        # From here on the input is a valid envelope; the shell turns an unexpected error in
+        # the core into an ``internal-error`` dead letter rather than a crash loop.
+        if not self.window.add(dkey):
+            return Outcome(dkey, envelope=envelope, duplicate=True)
         decision = self.core.decide(envelope)
         return Outcome(
-            envelope.id,
+            dkey,
             forward(envelope, decision, value or b"", headers, source),
             envelope=envelope,
             decision=decision,
         )
+
+    def dead_letter(
+        self,
+        err: InvalidEnvelope,
+        value: bytes | None,
+        key: bytes | None,
+        headers: Sequence[tuple[str, bytes]],
+        source: str,
+    ) -> Outcome:
+        """The dead-letter record for an input, unless that input was dead-lettered before."""
+        # Malformed input has no trustworthy id: its source coordinates are its identity.
+        dkey = f"dlq:{source}"
+        if not self.window.add(dkey):
+            return Outcome(dkey, duplicate=True, error=err)
+        out_headers = _foreign(headers)
+        out_headers += [
+            (H_ERROR, err.code.encode()),
+            (H_REASON, err.reason.encode()),
+            (H_SOURCE, source.encode()),
+            (H_DEDUPE, dkey.encode()),
+        ]
+        return Outcome(dkey, [Output(Route.DEAD_LETTER, key, value, out_headers)], error=err)
 
 
 def forward(
@@ -125,7 +151,7 @@ def forward(
         (H_RISK, f"{decision.risk:.3f}".encode() if decision.risk else b"0.000"),
         (H_RULES, ",".join(decision.rules).encode() if decision.rules else b""),
         (H_DECISION, decision.id.encode()),
-        (H_ID, envelope.id.encode()),
+        (H_DEDUPE, decision.id.encode()),
         (H_SOURCE, source.encode()),
     )
     for name, tag in decision.tags.items():

@@ -4,7 +4,7 @@ Delivery is at-least-once. Each poll takes at most ``limits.max_batch`` records 
 ``limits.max_inflight_batches`` batches are in flight (the bound on memory); a batch's offsets
 are committed only after every output it produced is acknowledged. A crash between the acks
 and the commit re-reads the batch, and the dedupe window (refilled on start from the output
-topics' ``ostracon-id`` headers) drops what was already written, so each input lands
+topics' ``ostracon-dedupe-key`` headers) drops what was already written, so each input lands
 downstream once.
 """
 
@@ -27,8 +27,9 @@ from ..config import Config
 from ..core import Core, default_stages
 from ..decision import Verdict
 from ..dedupe import DedupeWindow
+from ..envelope import InvalidEnvelope
 from ..logs import get_logger
-from ..routing import H_ID, H_SOURCE, Outcome, Output, Route, Router, header
+from ..routing import H_DEDUPE, H_SOURCE, HEADER_PREFIX, Outcome, Output, Route, Router, header
 
 log = get_logger("ostracon.sidecar")
 
@@ -37,7 +38,9 @@ Offsets = dict[TopicPartition, int]
 TOPIC_EXISTS = 36
 
 
-async def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int) -> list[str]:
+async def ensure_topics(
+    bootstrap: str, topics: Iterable[str], partitions: int, replication: int = 1
+) -> list[str]:
     """Create the topics that are missing; return the ones created."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="ostracon-admin")
     await admin.start()
@@ -46,7 +49,10 @@ async def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int) 
         missing = sorted(set(topics) - existing)
         if missing:
             resp = await admin.create_topics(
-                [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in missing]
+                [
+                    NewTopic(t, num_partitions=partitions, replication_factor=replication)
+                    for t in missing
+                ]
             )
             for name, code, message in resp.topic_errors:
                 if code not in (0, TOPIC_EXISTS):
@@ -59,12 +65,13 @@ async def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int) 
 async def scan_tail(
     bootstrap: str,
     topics: Iterable[str],
-    per_partition: int,
+    per_partition: int | Callable[[int], int],
     visit: Callable[[ConsumerRecord], None] | None = None,
     timeout: float = 60.0,
 ) -> dict[TopicPartition, int]:
     """Read at least the last ``per_partition`` records of every partition of ``topics``.
 
+    ``per_partition`` may be a function of the number of partitions found.
     Calls ``visit`` on each record read and returns each partition's true end offset (high
     watermark). ListOffsets is only used as a lower bound: Tansu answers it with the last
     batch's base offset + 1, so the end is taken from the fetch responses' high watermark.
@@ -80,6 +87,8 @@ async def scan_tail(
         ]
         if not tps:
             return {}
+        if callable(per_partition):
+            per_partition = per_partition(len(tps))
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
         begins = await consumer.beginning_offsets(tps)
@@ -104,17 +113,25 @@ async def scan_tail(
         await consumer.stop()
 
 
-async def read_dedupe_keys(bootstrap: str, topics: Iterable[str], per_partition: int) -> list[str]:
-    """The ``ostracon-id`` of (at least) the last ``per_partition`` records of each partition."""
-    keys: list[str] = []
+async def read_dedupe_keys(
+    bootstrap: str, topics: Iterable[str], window: int, newest: int
+) -> list[str]:
+    """Dedupe keys from the tails of ``topics``, oldest first, ready for a ``DedupeWindow``.
+
+    Reads about ``window`` records spread over the partitions, and at least ``newest`` from
+    each. The ``newest`` of every partition go last, so a window that overflows evicts older
+    keys, never the ones a restart is about to re-read.
+    """
+    per_tp: dict[tuple[str, int], list[str]] = collections.defaultdict(list)
 
     def visit(record: ConsumerRecord) -> None:
-        key = header(record.headers, H_ID)
+        key = header(record.headers, H_DEDUPE)
         if key is not None:
-            keys.append(key)
+            per_tp[record.topic, record.partition].append(key)
 
-    await scan_tail(bootstrap, topics, per_partition, visit)
-    return keys
+    await scan_tail(bootstrap, topics, lambda n: max(window // max(n, 1), newest), visit)
+    older = [k for keys in per_tp.values() for k in keys[:-newest]]
+    return older + [k for keys in per_tp.values() for k in keys[-newest:]]
 
 
 class CachingPartitioner:
@@ -164,8 +181,8 @@ class Stats:
         }
 
 
-class _SettleOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Before partitions move, finish and commit every batch in flight."""
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Settle in-flight batches before partitions move; restore dedupe after they arrive."""
 
     def __init__(self, sidecar: Sidecar) -> None:
         self.sidecar = sidecar
@@ -175,7 +192,11 @@ class _SettleOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
             await self.sidecar._settle(keep=0)
 
     async def on_partitions_assigned(self, assigned: object) -> None:
-        return None
+        # Partitions taken over (from a crashed instance, or at start) are re-read from their
+        # last commit, so learn what was already written first. aiokafka may fetch during
+        # this callback; holding the lock keeps the poll loop from routing until it is done.
+        async with self.sidecar._lock:
+            await self.sidecar._restore_window()
 
 
 class Sidecar:
@@ -214,20 +235,11 @@ class Sidecar:
     async def start(self) -> None:
         cfg = self.config
         if cfg.topics.create:
-            created = await ensure_topics(self.bootstrap, cfg.all_topics, cfg.topics.partitions)
+            created = await ensure_topics(
+                self.bootstrap, cfg.all_topics, cfg.topics.partitions, cfg.topics.replication
+            )
             if created:
                 log.info("topics created", topics=created)
-        # At least everything that can be in flight (written but uncommitted) per partition.
-        in_flight = cfg.limits.max_batch * cfg.limits.max_inflight_batches
-        per_partition = max(cfg.dedupe.window // cfg.topics.partitions, in_flight)
-        started = time.perf_counter()
-        keys = await read_dedupe_keys(self.bootstrap, cfg.output_topics, per_partition)
-        self.window.extend(keys)
-        log.info(
-            "dedupe window restored",
-            keys=len(self.window),
-            seconds=round(time.perf_counter() - started, 3),
-        )
         self.producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap,
             client_id=cfg.kafka.client_id,
@@ -248,13 +260,33 @@ class Sidecar:
             heartbeat_interval_ms=cfg.kafka.heartbeat_interval_ms,
             fetch_max_wait_ms=cfg.kafka.fetch_max_wait_ms,
         )
-        self.consumer.subscribe(cfg.topics.inbound, listener=_SettleOnRevoke(self))
+        self.consumer.subscribe(cfg.topics.inbound, listener=_Rebalance(self))
         await self.consumer.start()
         log.info(
             "sidecar consuming",
             bootstrap=self.bootstrap,
             inbound=cfg.topics.inbound,
             group=cfg.kafka.group_id,
+        )
+
+    async def _restore_window(self) -> None:
+        """Refill the dedupe window from the output topics' tails (on every assignment)."""
+        cfg = self.config
+        # At least everything that can be in flight (written, not committed) per partition.
+        in_flight = cfg.limits.max_batch * cfg.limits.max_inflight_batches
+        started = time.perf_counter()
+        try:
+            keys = await read_dedupe_keys(
+                self.bootstrap, cfg.output_topics, cfg.dedupe.window, in_flight
+            )
+        except Exception as exc:  # the listener's errors are swallowed by aiokafka: say so
+            log.error("dedupe window not restored; duplicates possible", error=repr(exc))
+            return
+        self.window.extend(keys)
+        log.info(
+            "dedupe window restored",
+            keys=len(self.window),
+            seconds=round(time.perf_counter() - started, 3),
         )
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -292,7 +324,17 @@ class Sidecar:
         for tp, records in batch.items():
             for record in records:
                 source = f"{tp.topic}/{tp.partition}/{record.offset}"
-                outcome = self.router.route(record.value, record.key, record.headers, source)
+                try:
+                    outcome = self.router.route(record.value, record.key, record.headers, source)
+                except Exception as exc:  # a bug must not crash-loop on one record
+                    log.exception("internal error; record dead-lettered", source=source)
+                    outcome = self.router.dead_letter(
+                        InvalidEnvelope("internal-error", repr(exc)),
+                        record.value,
+                        record.key,
+                        record.headers,
+                        source,
+                    )
                 stats.consumed += 1
                 if outcome.duplicate:
                     stats.duplicates += 1
@@ -343,9 +385,12 @@ class Sidecar:
         try:
             return await self.producer.send(topic, out.value, key=out.key, headers=out.headers)
         except MessageSizeTooLargeError:
-            # Only dead letters can be this big (inputs over the limit); keep the head of it.
+            if out.route is not Route.DEAD_LETTER or out.value is None:
+                raise  # forwards are within the limit by construction (see Router.route)
+            # An input far over the limit: keep its head and our headers, drop its own.
             limit = self.config.limits.max_message_bytes
-            headers = [*out.headers, ("ostracon-truncated", str(len(out.value)).encode())]
+            headers = [(k, v) for k, v in out.headers if k.startswith(HEADER_PREFIX)]
+            headers.append(("ostracon-truncated", str(len(out.value)).encode()))
             log.warning(
                 "dead letter truncated",
                 size=len(out.value),

@@ -20,8 +20,10 @@ from pathlib import Path
 import msgspec
 import pytest
 from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import ConsumerRecord, RecordMetadata
 
-from ostracon.routing import H_ID, H_SOURCE, H_VERDICT, header
+from ostracon.decision import decision_id
+from ostracon.routing import H_DEDUPE, H_SOURCE, H_VERDICT, header
 from ostracon.transport.embedded import EmbeddedBroker
 from ostracon.transport.kafka import scan_tail
 
@@ -31,6 +33,7 @@ pytestmark = pytest.mark.broker
 
 OUTPUTS = ["agents.delivered", "ostracon.quarantine", "ostracon.dead-letter"]
 BLOCKLIST = "blocklist:\n  agents:\n    mallory: forged tool output\n"
+CRASH_CONFIG = "topics:\n  partitions: 4\nlimits:\n  max_batch: 200\n" + BLOCKLIST
 
 
 def envelope(i: int, sender: str = "alice") -> bytes:
@@ -93,37 +96,56 @@ async def test_sigterm_finishes_commits_and_exits_zero(
     assert committed == ends and sum(ends.values()) == 500
 
 
+async def feed(bootstrap: str, values: list[bytes], metas: list[RecordMetadata]) -> None:
+    """A steady ~1000 msg/s stream, so kills land while input still arrives."""
+    for start in range(0, len(values), 100):
+        chunk = values[start : start + 100]
+        keys = [b"k-%d" % ((start + j) % 16) for j in range(len(chunk))]
+        metas.extend(await produce(bootstrap, "agents.inbound", chunk, keys=keys))
+        await asyncio.sleep(0.1)
+
+
+def assert_exactly_once(
+    records: list[ConsumerRecord], metas: list[RecordMetadata], values: list[bytes]
+) -> None:
+    """Every input is on exactly one output topic, once, in the right place, byte for byte."""
+    by_source = {
+        f"{m.topic}/{m.partition}/{m.offset}": v for m, v in zip(metas, values, strict=True)
+    }
+    ids = Counter(header(r.headers, H_DEDUPE) for r in records)
+    assert [k for k, n in ids.items() if n > 1] == []
+    expected_ids = set()
+    for source, value in by_source.items():
+        if value.startswith(b'{"id": "broken'):
+            expected_ids.add(f"dlq:{source}")
+        else:
+            env = msgspec.json.decode(value)
+            expected_ids.add(decision_id(env["conversation"], env["id"]))
+    assert set(ids) == expected_ids
+    for r in records:
+        value = by_source[header(r.headers, H_SOURCE)]  # type: ignore[index]
+        assert r.value == value
+        if r.topic == "ostracon.dead-letter":
+            assert value.startswith(b'{"id": "broken')
+        elif r.topic == "ostracon.quarantine":
+            assert b'"mallory"' in value and header(r.headers, H_VERDICT) == "block"
+        else:
+            assert b'"alice"' in value and header(r.headers, H_VERDICT) == "deliver"
+
+
 async def test_sigkill_mid_stream_then_restart_loses_and_duplicates_nothing(
     broker: EmbeddedBroker, tmp_path: Path
 ) -> None:
-    total = 12_000  # fed at ~1000 msg/s, so both kills land while input still arrives
+    total = 12_000
     values = stream(total)
-    cfg = write_config(
-        tmp_path / "ostracon.yaml",
-        broker.bootstrap,
-        "topics:\n  partitions: 4\nlimits:\n  max_batch: 200\n" + BLOCKLIST,
-    )
+    cfg = write_config(tmp_path / "ostracon.yaml", broker.bootstrap, CRASH_CONFIG)
     procs = [SidecarProcess(cfg, tmp_path / f"sidecar-{n}.log") for n in range(3)]
-    metas = []
+    metas: list[RecordMetadata] = []
     kills = []  # outputs written when each instance was killed
     try:
         procs[0].start()
         await procs[0].wait_for("sidecar consuming")
-
-        async def feed() -> None:  # a steady stream, so the kills land mid-flow
-            for start in range(0, total, 100):
-                chunk = values[start : start + 100]
-                metas.extend(
-                    await produce(
-                        broker.bootstrap,
-                        "agents.inbound",
-                        chunk,
-                        keys=[b"k-%d" % ((start + j) % 16) for j in range(len(chunk))],
-                    )
-                )
-                await asyncio.sleep(0.1)
-
-        feeder = asyncio.create_task(feed())
+        feeder = asyncio.create_task(feed(broker.bootstrap, values, metas))
         for victim, successor, at in (
             (procs[0], procs[1], total // 5),
             (procs[1], procs[2], total // 2),
@@ -144,37 +166,47 @@ async def test_sigkill_mid_stream_then_restart_loses_and_duplicates_nothing(
         for proc in procs:
             proc.stop()
 
-    # Every input accounted for exactly once, in the right place.
-    by_source = {
-        f"{m.topic}/{m.partition}/{m.offset}": v for m, v in zip(metas, values, strict=True)
-    }
-    ids = Counter(header(r.headers, H_ID) for r in records)
-    assert [k for k, n in ids.items() if n > 1] == []
-    expected_ids = set()
-    for source, value in by_source.items():
-        if value.startswith(b'{"id": "broken'):
-            expected_ids.add(f"dlq:{source}")
-        else:
-            expected_ids.add(msgspec.json.decode(value)["id"])
-    assert set(ids) == expected_ids
-    for r in records:
-        value = by_source[header(r.headers, H_SOURCE)]  # type: ignore[index]
-        assert r.value == value
-        if r.topic == "ostracon.dead-letter":
-            assert value.startswith(b'{"id": "broken')
-        elif r.topic == "ostracon.quarantine":
-            assert b'"mallory"' in value and header(r.headers, H_VERDICT) == "block"
-        else:
-            assert b'"alice"' in value and header(r.headers, H_VERDICT) == "deliver"
-    dropped = 0
+    assert_exactly_once(records, metas, values)
     for proc, written in zip(procs[1:], kills, strict=True):
         restored = next(e for e in proc.events() if e["event"] == "dedupe window restored")
         assert restored["keys"] >= written  # every output written before the kill is known
-    for proc in procs:  # the killed ones logged no "stopped" line; their work shows in outputs
-        for e in proc.events():
-            if e["event"] == "sidecar stopped":
-                dropped += int(e["duplicates"])  # type: ignore[call-overload]
-    print(f"written at kills: {kills}; duplicates dropped by the last instance: {dropped}")
+    stopped = next(e for e in procs[2].events() if e["event"] == "sidecar stopped")
+    print(
+        f"written at kills: {kills}; duplicates dropped by the last instance: "
+        f"{stopped['duplicates']}"
+    )
+
+
+async def test_survivor_takes_over_a_killed_peers_partitions_without_duplicates(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    """Two instances in one group; one is killed; the other re-reads the dead one's
+    uncommitted batches after the rebalance and must recognise what was already written."""
+    total = 10_000
+    values = stream(total, seed=11)
+    cfg = write_config(tmp_path / "ostracon.yaml", broker.bootstrap, CRASH_CONFIG)
+    victim = SidecarProcess(cfg, tmp_path / "victim.log").start()
+    survivor = SidecarProcess(cfg, tmp_path / "survivor.log").start()
+    metas: list[RecordMetadata] = []
+    try:
+        for proc in (victim, survivor):
+            await proc.wait_for("dedupe window restored")  # each holds partitions
+        feeder = asyncio.create_task(feed(broker.bootstrap, values, metas))
+        while await count(broker.bootstrap, OUTPUTS) < total // 3:
+            await asyncio.sleep(0.02)
+        victim.signal(signal.SIGKILL)
+        assert await victim.wait() == -signal.SIGKILL
+        assert await count(broker.bootstrap, OUTPUTS) < total
+        await feeder
+        records = await read_all(broker.bootstrap, OUTPUTS, total, timeout=90, settle=2.0)
+        survivor.signal(signal.SIGTERM)
+        assert await survivor.wait() == 0
+    finally:
+        victim.stop()
+        survivor.stop()
+    assert_exactly_once(records, metas, values)
+    restores = [e for e in survivor.events() if e["event"] == "dedupe window restored"]
+    assert len(restores) >= 2  # at the first assignment and again at the takeover
 
 
 def test_run_without_bootstrap_starts_the_embedded_broker(tmp_path: Path) -> None:
@@ -187,7 +219,7 @@ def test_run_without_bootstrap_starts_the_embedded_broker(tmp_path: Path) -> Non
         await side.wait_for("sidecar consuming")
         await produce(bootstrap, "agents.inbound", [envelope(1), envelope(2)])
         delivered = await read_all(bootstrap, ["agents.delivered"], 2, settle=0.1)
-        assert sorted(header(r.headers, H_ID) for r in delivered) == ["m-1", "m-2"]
+        assert sorted(msgspec.json.decode(r.value)["id"] for r in delivered) == ["m-1", "m-2"]
         side.signal(signal.SIGINT)
         assert await side.wait() == 0
         host, port = bootstrap.split(":")

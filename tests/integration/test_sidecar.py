@@ -9,7 +9,8 @@ import msgspec
 import pytest
 
 from ostracon.config import BlocklistConfig, Config, KafkaConfig, LimitsConfig, TopicsConfig
-from ostracon.routing import H_DECISION, H_ERROR, H_ID, H_REASON, H_SOURCE, H_VERDICT, header
+from ostracon.core import Context, Core, Stage
+from ostracon.routing import H_DECISION, H_ERROR, H_REASON, H_SOURCE, H_VERDICT, header
 from ostracon.transport.embedded import EmbeddedBroker
 from ostracon.transport.kafka import Sidecar
 
@@ -120,7 +121,7 @@ async def test_bad_input_is_dead_lettered_and_the_sidecar_carries_on(
     assert len(dead) == len(by_source) == len(BAD_INPUTS)
     for (value, code), meta in zip(BAD_INPUTS, metas, strict=False):
         record = by_source[f"{meta.topic}/{meta.partition}/{meta.offset}"]
-        assert record.value == (value or b"")  # the original bytes, untouched
+        assert record.value == value  # the original bytes, untouched (a tombstone stays one)
         assert header(record.headers, H_ERROR) == code, header(record.headers, H_REASON)
         assert header(record.headers, H_REASON)
     assert sidecar.stats.dead_letter_reasons == Counter(code for _, code in BAD_INPUTS)
@@ -131,7 +132,7 @@ async def test_duplicate_ids_are_forwarded_once(broker: EmbeddedBroker) -> None:
     async with Running(cfg, broker.bootstrap) as sidecar:
         await produce(broker.bootstrap, "agents.inbound", [msg(1), msg(2), msg(1), msg(1)])
         delivered = await read_all(broker.bootstrap, ["agents.delivered"], 2, settle=1.5)
-    assert sorted(header(r.headers, H_ID) for r in delivered) == ["m-1", "m-2"]
+    assert sorted(msgspec.json.decode(r.value)["id"] for r in delivered) == ["m-1", "m-2"]
     assert sidecar.stats.duplicates == 2
 
 
@@ -177,3 +178,31 @@ async def test_dead_letter_too_big_to_forward_keeps_its_head(broker: EmbeddedBro
     assert dead.value == huge[:4096]
     assert [r.value for r in delivered] == [msg(2)]
     assert sidecar.stats.dead_letter_reasons == Counter({"too-large": 1})
+
+
+async def test_a_core_bug_dead_letters_the_record_instead_of_crash_looping(
+    broker: EmbeddedBroker,
+) -> None:
+    class Boom(Stage):
+        name = "boom"
+
+        def run(self, ctx: Context) -> None:
+            if ctx.envelope.content == "explode":
+                raise ZeroDivisionError("bug in a stage")
+
+    sidecar = Sidecar(config(), broker.bootstrap, core=Core([Boom()]))
+    await sidecar.start()
+    stop = asyncio.Event()
+    task = asyncio.create_task(sidecar.run(stop))
+    try:
+        bad = msg(1, content="explode")
+        await produce(broker.bootstrap, "agents.inbound", [bad, msg(2)])
+        (dead,) = await read_all(broker.bootstrap, ["ostracon.dead-letter"], 1)
+        delivered = await read_all(broker.bootstrap, ["agents.delivered"], 1)
+    finally:
+        stop.set()
+        await task
+        await sidecar.close()
+    assert dead.value == bad and header(dead.headers, H_ERROR) == "internal-error"
+    assert "bug in a stage" in (header(dead.headers, H_REASON) or "")
+    assert [r.value for r in delivered] == [msg(2)]

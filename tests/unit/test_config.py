@@ -60,6 +60,20 @@ def test_errors_name_file_line_and_field(text: str, line: int, field: str, needl
     assert str(err).startswith(f"ostracon.yaml:{line}: {field}: ")
 
 
+def test_heartbeat_must_be_below_session_timeout() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(
+            "kafka:\n  session_timeout_ms: 3000\n  heartbeat_interval_ms: 3000\n", "k.yaml"
+        )
+    assert info.value.line == 3 and info.value.field == "kafka.heartbeat_interval_ms"
+
+
+def test_unsafe_yaml_tags_are_a_config_error() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config("kafka: !!python/object:os.system {}\n", "x.yaml")
+    assert "invalid YAML" in str(info.value)
+
+
 def test_yaml_syntax_error_has_a_line() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config("kafka:\n  group_id: [unclosed\n", "x.yaml")

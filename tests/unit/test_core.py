@@ -92,7 +92,7 @@ def test_blocklist_verdict_is_configurable() -> None:
 
 def test_decide_is_deterministic_and_does_not_touch_state() -> None:
     state = State(blocklist={"mallory": "x"})
-    state.conversation("c").members.add("alice")
+    state.touch_conversation("c").members.add("alice")
     before = copy.deepcopy(state)
     stages = default_stages()
     first = decide(env(sender="mallory"), state, stages)
@@ -108,6 +108,15 @@ def test_core_observe_advances_membership() -> None:
     conv = core.state.conversations["c"]
     assert conv.members == {"alice", "bob", "carol"}
     assert conv.messages == 2
+
+
+def test_conversation_memory_is_bounded_least_recently_active_first() -> None:
+    core = Core(state=State(max_conversations=2))
+    for i, conv in enumerate(["a", "b", "a", "c"]):
+        core.decide(
+            Envelope(id=f"m-{i}", conversation=conv, sender="x", kind=Kind.CHAT, content="")
+        )
+    assert list(core.state.conversations) == ["a", "c"]
 
 
 def test_stage_alert_keeps_its_own_decision_id_and_gets_message_time() -> None:

@@ -53,7 +53,7 @@ def test_unknown_fields_are_accepted() -> None:
     ("data", "code", "needle"),
     [
         (b'{"id": "m-1", "conv', "invalid-json", "truncated"),
-        (b"not json at all", "invalid-json", ""),
+        (b"not json at all", "invalid-json", "malformed"),
         (b'{"id": "m-\xff", "conversation": "c"}', "invalid-utf8", "UTF-8"),
         (raw(sender=...), "schema", "sender"),
         (raw(sender=7), "schema", "$.sender"),

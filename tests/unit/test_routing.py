@@ -6,8 +6,8 @@ from ostracon.core import Core, State, default_stages
 from ostracon.dedupe import DedupeWindow
 from ostracon.routing import (
     H_DECISION,
+    H_DEDUPE,
     H_ERROR,
-    H_ID,
     H_REASON,
     H_RISK,
     H_RULES,
@@ -50,17 +50,17 @@ def test_delivered_record_keeps_original_bytes_and_gains_headers() -> None:
     assert header(h, H_RISK) == "0.000"
     assert header(h, H_RULES) == ""
     assert header(h, H_DECISION) == out.decision.id  # type: ignore[union-attr]
-    assert header(h, H_ID) == "m-1"
+    assert header(h, H_DEDUPE) == out.decision.id  # type: ignore[union-attr]
     assert header(h, H_SOURCE) == "in/0/7"
 
 
 def test_sender_cannot_forge_ostracon_headers() -> None:
-    forged = [("ostracon-verdict", b"deliver"), ("ostracon-id", b"other")]
+    forged = [("ostracon-verdict", b"deliver"), ("ostracon-dedupe-key", b"other")]
     out = router({"mallory": "x"}).route(raw(sender="mallory"), b"c", forged, "in/0/1")
     record = out.outputs[-1]
     assert record.route is Route.QUARANTINE
     assert [v for k, v in record.headers if k == H_VERDICT] == [b"block"]
-    assert [v for k, v in record.headers if k == H_ID] == [b"m-1"]
+    assert [v for k, v in record.headers if k == H_DEDUPE] == [out.decision.id.encode()]  # type: ignore[union-attr]
 
 
 def test_blocked_message_goes_to_quarantine_after_its_alert() -> None:
@@ -80,9 +80,31 @@ def test_malformed_record_is_dead_lettered_with_reason_and_original_bytes() -> N
     assert header(record.headers, H_ERROR) == "invalid-json"
     assert "truncated" in (header(record.headers, H_REASON) or "")
     assert header(record.headers, H_SOURCE) == "in/2/40"
-    assert header(record.headers, H_ID) == "dlq:in/2/40"
+    assert header(record.headers, H_DEDUPE) == "dlq:in/2/40"
     assert header(record.headers, "x") == "y"
     assert out.error is not None and out.decision is None
+
+
+def test_deeply_nested_json_is_dead_lettered_not_raised() -> None:
+    deep = b'{"id": "m-1", "extra": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    out = router().route(deep, None, [], "in/0/9")
+    assert out.outputs[0].route is Route.DEAD_LETTER
+    assert header(out.outputs[0].headers, H_REASON) == "nested too deeply"
+
+
+def test_same_id_in_another_conversation_is_not_a_duplicate() -> None:
+    r = router()
+    assert r.route(raw(), b"c", [], "in/0/1").outputs
+    other = msgspec.json.encode(
+        {"id": "m-1", "conversation": "elsewhere", "sender": "bob", "kind": "chat", "content": "hi"}
+    )
+    assert not r.route(other, b"elsewhere", [], "in/0/2").duplicate
+
+
+def test_tombstone_is_dead_lettered_as_a_tombstone() -> None:
+    out = router().route(None, b"k", [], "in/0/3")
+    assert out.outputs[0].value is None
+    assert header(out.outputs[0].headers, H_ERROR) == "empty"
 
 
 def test_oversized_record_is_dead_lettered() -> None:
