@@ -108,14 +108,19 @@ class Stage:
         """Advance the state after a decision; default: nothing to remember."""
 
 
-def decide(envelope: Envelope, state: State, stages: Sequence[Stage]) -> Decision:
-    """Run the stage chain over one envelope. Pure: reads ``state``, never writes it."""
+def decide(
+    envelope: Envelope, state: State, stages: Sequence[Stage], did: str | None = None
+) -> Decision:
+    """Run the stage chain over one envelope. Pure: reads ``state``, never writes it.
+
+    ``did`` is the envelope's :func:`decision_id` when the caller already computed it.
+    """
     ctx = Context(envelope, state)
     for stage in stages:
         stage.run(ctx)
         if ctx.stopped:
             break
-    did = decision_id(envelope.conversation, envelope.id)
+    did = did or decision_id(envelope.conversation, envelope.id)
     if ctx.alerts:
         ctx.alerts = [
             a if a.decision_id else _with_decision(a, did, envelope.ts) for a in ctx.alerts
@@ -206,8 +211,8 @@ class Core:
         # Only stages that remember something are called after the decision (hot path).
         self._observers = [s for s in self.stages if type(s).observe is not Stage.observe]
 
-    def decide(self, envelope: Envelope) -> Decision:
-        decision = decide(envelope, self.state, self.stages)
+    def decide(self, envelope: Envelope, did: str | None = None) -> Decision:
+        decision = decide(envelope, self.state, self.stages, did)
         for stage in self._observers:
             stage.observe(envelope, decision, self.state)
         return decision

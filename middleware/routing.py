@@ -105,7 +105,7 @@ class Router:
         # the core into an ``internal-error`` dead letter rather than a crash loop.
         if not self.window.add(dkey):
             return Outcome(dkey, envelope=envelope, duplicate=True)
-        decision = self.core.decide(envelope)
+        decision = self.core.decide(envelope, dkey)
         return Outcome(
             dkey,
             forward(envelope, decision, value or b"", headers, source),
