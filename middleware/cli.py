@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
@@ -58,6 +58,38 @@ def demo(
 
     configure("error", "console")  # the demo narrates; logs would interleave
     raise typer.Exit(asyncio.run(run_demo(delay=delay)))
+
+
+@app.command()
+def replay(
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="Transcript: JSONL envelopes, a JSON list of chat messages, or a JSON object "
+            "with a 'messages' or 'history' list."
+        ),
+    ],
+    fmt: Annotated[
+        Literal["text", "json"],
+        typer.Option("--format", "-f", help="text: tables; json: one JSON object on stdout."),
+    ] = "text",
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Output folder; default <FILE stem>.replay/ beside it."),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="YAML config file; omitted = all defaults."),
+    ] = None,
+) -> None:
+    """Replay a recorded transcript through the core; rank the root causes of false claims.
+
+    Writes genealogy.json, genealogy.graphml and a self-contained genealogy.html.
+    Unusable input or config exits 2 with the file and line or item.
+    """
+    from .replay import main as replay_main
+
+    raise typer.Exit(replay_main(file, fmt, out, config))
 
 
 @app.command()

@@ -43,6 +43,7 @@ class TopicsConfig(_Section, frozen=True):
     quarantine: str = "ostracon.quarantine"
     dead_letter: str = "ostracon.dead-letter"
     alerts: str = "ostracon.alerts"
+    recalls: str = "ostracon.recalls"
     # Used when ostracon creates missing topics (always on the embedded broker).
     partitions: PositiveInt = 4
     # 1 suits the embedded broker; use 3 on a production cluster so acks=all means something.
@@ -75,6 +76,40 @@ class BlocklistConfig(_Section, frozen=True):
         return Verdict(self.verdict)
 
 
+class ContainmentConfig(_Section, frozen=True):
+    """Claim genealogy and containment (see ostracon.containment)."""
+
+    enabled: bool = True
+    policy: Literal["low-intervention", "balanced", "strict"] = "balanced"
+    # meta.role values that make a sender a hub; observed hubs are added to these
+    hub_roles: list[str] = msgspec.field(
+        default_factory=lambda: [
+            "aggregator",
+            "summarizer",
+            "decision-maker",
+            "orchestrator",
+            "manager",
+            "planner",
+        ]
+    )
+    hub_min_dependents: PositiveInt = 2  # agents building on a sender's messages -> hub
+    trusted_sources: list[str] = []  # senders whose claims are grounded by definition
+    confirm_support: PositiveInt = 2  # independent sources (distinct model families) -> Green
+    max_retries: PositiveInt = 3  # contained attempts of one claim before the circuit breaker
+
+
+class MonitorsConfig(_Section, frozen=True):
+    """Fleet monitors (see ostracon.monitors)."""
+
+    enabled: bool = True
+    agreement_threshold: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.75
+    liveness_rounds: PositiveInt = 12  # assertions on a key without agreement -> alert
+    conformity_min_values: Annotated[int, msgspec.Meta(ge=2)] = 3  # diversity before a hub
+    conformity_window: PositiveInt = 10  # messages after the hub's in which collapse counts
+    early_warning_every: PositiveInt = 8  # messages per conversation between R estimates
+    min_recovery: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.05  # floor for delta
+
+
 class LogConfig(_Section, frozen=True):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "console"] = "json"
@@ -91,6 +126,8 @@ class Config(_Section, frozen=True):
     limits: LimitsConfig = LimitsConfig()
     dedupe: DedupeConfig = DedupeConfig()
     blocklist: BlocklistConfig = BlocklistConfig()
+    containment: ContainmentConfig = ContainmentConfig()
+    monitors: MonitorsConfig = MonitorsConfig()
     log: LogConfig = LogConfig()
     embedded: EmbeddedConfig = EmbeddedConfig()
 
@@ -103,7 +140,7 @@ class Config(_Section, frozen=True):
     @property
     def all_topics(self) -> list[str]:
         t = self.topics
-        return [*t.inbound, *self.output_topics, t.alerts]
+        return [*t.inbound, *self.output_topics, t.alerts, t.recalls]
 
 
 class ConfigError(Exception):

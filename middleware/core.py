@@ -14,11 +14,23 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 
-from .decision import Accusation, Alert, Decision, Severity, StageOutcome, Verdict, decision_id
+from .decision import (
+    Accusation,
+    Alert,
+    ClaimReport,
+    Decision,
+    Recall,
+    Severity,
+    StageOutcome,
+    Verdict,
+    decision_id,
+)
 from .envelope import Envelope
+from .genealogy import Genealogy
 
 
 @dataclass
@@ -38,6 +50,12 @@ class State:
     # grow memory without limit.
     conversations: dict[str, ConversationState] = field(default_factory=dict)
     max_conversations: int = 100_000
+    genealogy: Genealogy = field(default_factory=Genealogy)
+    # (conversation, sender, fingerprint) -> times that claim was held or blocked
+    attempts: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    # agent -> [claims asserted, claims found Red]: reputation observed by ostracon
+    records: dict[str, list[int]] = field(default_factory=dict)
+    monitors: dict[str, Any] = field(default_factory=dict)  # conversation -> monitor memory
 
     def touch_conversation(self, name: str) -> ConversationState:
         """The conversation's state, marked most recently active (creates it; observe only)."""
@@ -56,8 +74,12 @@ class Context:
     __slots__ = (
         "accusations",
         "alerts",
+        "claims",
         "envelope",
+        "feedback",
+        "notes",
         "reasons",
+        "recalls",
         "risk",
         "rules",
         "state",
@@ -78,6 +100,10 @@ class Context:
         self.alerts: list[Alert] = []
         self.accusations: list[Accusation] = []
         self.trail: list[StageOutcome] = []
+        self.claims: list[ClaimReport] = []
+        self.feedback = ""
+        self.recalls: list[Recall] = []
+        self.notes: dict[str, object] = {}  # stage scratch, handed to ``observe``
         self.stopped = False
 
     def propose(self, stage: str, verdict: Verdict, reason: str) -> None:
@@ -104,8 +130,8 @@ class Stage:
     def run(self, ctx: Context) -> None:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def observe(self, envelope: Envelope, decision: Decision, state: State) -> None:
-        """Advance the state after a decision; default: nothing to remember."""
+    def observe(self, ctx: Context, decision: Decision) -> None:
+        """Advance ``ctx.state`` after a decision; default: nothing to remember."""
 
 
 def decide(
@@ -115,6 +141,12 @@ def decide(
 
     ``did`` is the envelope's :func:`decision_id` when the caller already computed it.
     """
+    return _run(envelope, state, stages, did)[0]
+
+
+def _run(
+    envelope: Envelope, state: State, stages: Sequence[Stage], did: str | None
+) -> tuple[Decision, Context]:
     ctx = Context(envelope, state)
     for stage in stages:
         stage.run(ctx)
@@ -125,7 +157,9 @@ def decide(
         ctx.alerts = [
             a if a.decision_id else _with_decision(a, did, envelope.ts) for a in ctx.alerts
         ]
-    return Decision(
+    if ctx.recalls:
+        ctx.recalls = [msgspec.structs.replace(r, decision_id=did) for r in ctx.recalls]
+    decision = Decision(
         id=did,
         message_id=envelope.id,
         conversation=envelope.conversation,
@@ -138,7 +172,11 @@ def decide(
         alerts=ctx.alerts,
         accusations=ctx.accusations,
         trail=ctx.trail,
+        claims=ctx.claims,
+        feedback=ctx.feedback,
+        recalls=ctx.recalls,
     )
+    return decision, ctx
 
 
 def _with_decision(alert: Alert, did: str, ts: float | None) -> Alert:
@@ -185,8 +223,9 @@ class MembershipStage(Stage):
     def run(self, ctx: Context) -> None:
         return None
 
-    def observe(self, envelope: Envelope, decision: Decision, state: State) -> None:
-        conv = state.touch_conversation(envelope.conversation)
+    def observe(self, ctx: Context, decision: Decision) -> None:
+        envelope = ctx.envelope
+        conv = ctx.state.touch_conversation(envelope.conversation)
         conv.members.add(envelope.sender)
         conv.members.update(envelope.recipients)
         conv.messages += 1
@@ -212,7 +251,7 @@ class Core:
         self._observers = [s for s in self.stages if type(s).observe is not Stage.observe]
 
     def decide(self, envelope: Envelope, did: str | None = None) -> Decision:
-        decision = decide(envelope, self.state, self.stages, did)
+        decision, ctx = _run(envelope, self.state, self.stages, did)
         for stage in self._observers:
-            stage.observe(envelope, decision, self.state)
+            stage.observe(ctx, decision)
         return decision

@@ -62,6 +62,41 @@ class Accusation(msgspec.Struct, frozen=True):
     evidence: list[str] = []
 
 
+class Label(enum.StrEnum):
+    """A claim's standing: grounded or confirmed, contradicting the established, or neither."""
+
+    GREEN = "green"
+    YELLOW = "yellow"
+    RED = "red"
+
+
+class ClaimReport(msgspec.Struct, frozen=True):
+    """One claim of the message as the core saw it (see docs/risk.md for the score)."""
+
+    id: str
+    key: str
+    value: str
+    label: Label
+    risk: float
+    grounded: bool
+    support: int  # independent sources (distinct model families among the roots)
+    depth: int
+    reach: int
+    origins: list[str] = []
+    contradicts: list[str] = []  # established values of the same key
+    components: dict[str, float] = {}
+
+
+class Recall(msgspec.Struct, frozen=True):
+    """An already-delivered message whose claim was convicted later."""
+
+    conversation: str
+    message_id: str
+    claims: list[str]  # "key=value" fingerprints convicted in it
+    reason: str
+    decision_id: str = ""  # the decision that convicted it
+
+
 class StageOutcome(msgspec.Struct, frozen=True):
     """One stage's contribution, kept in the decision's trail for explanation and replay."""
 
@@ -85,6 +120,9 @@ class Decision(msgspec.Struct, frozen=True):
     alerts: list[Alert] = []
     accusations: list[Accusation] = []
     trail: list[StageOutcome] = []
+    claims: list[ClaimReport] = []
+    feedback: str = ""  # text sent back to the sender when its message is blocked or held
+    recalls: list[Recall] = []
 
 
 def decision_id(conversation: str, message_id: str) -> str:

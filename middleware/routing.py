@@ -17,7 +17,7 @@ import msgspec
 from .core import Core
 from .decision import Decision, Verdict, decision_id
 from .dedupe import DedupeWindow
-from .envelope import Envelope, InvalidEnvelope, decode
+from .envelope import Envelope, InvalidEnvelope, Kind, decode, encode
 
 HEADER_PREFIX = "ostracon-"
 H_VERDICT = "ostracon-verdict"
@@ -42,6 +42,7 @@ class Route(enum.StrEnum):
     QUARANTINE = "quarantine"
     DEAD_LETTER = "dead_letter"
     ALERTS = "alerts"
+    RECALLS = "recalls"
 
 
 class Output(msgspec.Struct, frozen=True, array_like=True):
@@ -157,15 +158,41 @@ def forward(
     for name, tag in decision.tags.items():
         out_headers.append((H_TAG + name, tag.encode()))
     route = _ROUTE_FOR[decision.verdict]
+    side = [(H_DECISION, decision.id.encode())]
     outputs = [
-        Output(
-            Route.ALERTS, ckey, _alert_encoder.encode(alert), [(H_DECISION, decision.id.encode())]
-        )
-        for alert in decision.alerts
+        Output(Route.ALERTS, ckey, _alert_encoder.encode(alert), side) for alert in decision.alerts
     ]
-    # The main record goes last: alerts are sent before the record that marks the id as done.
+    for recall in decision.recalls:
+        outputs.append(Output(Route.RECALLS, ckey, _alert_encoder.encode(recall), side))
+    if decision.feedback:
+        outputs.append(_feedback(envelope, decision, source))
+    # The main record goes last: side outputs are sent before the record that marks the
+    # input as done.
     outputs.append(Output(route, ckey, value, out_headers))
     return outputs
+
+
+FEEDBACK_SENDER = "ostracon"
+
+
+def _feedback(envelope: Envelope, decision: Decision, source: str) -> Output:
+    """A system message to the sender of a blocked or held message, on the delivered topic."""
+    note = Envelope(
+        id=f"{decision.id}:feedback",
+        conversation=envelope.conversation,
+        sender=FEEDBACK_SENDER,
+        kind=Kind.SYSTEM,
+        content=decision.feedback,
+        recipients=[envelope.sender],
+        parents=[envelope.id],
+        meta={"ostracon": {"decision_id": decision.id, "verdict": decision.verdict.value}},
+    )
+    headers = [
+        (H_VERDICT, _VERDICT_BYTES[Verdict.DELIVER]),
+        (H_DECISION, decision.id.encode()),
+        (H_SOURCE, source.encode()),
+    ]
+    return Output(Route.DELIVERED, envelope.conversation.encode(), encode(note), headers)
 
 
 def _foreign(headers: Sequence[tuple[str, bytes]]) -> Headers:

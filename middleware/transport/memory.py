@@ -12,10 +12,11 @@ import itertools
 from collections.abc import Callable, Sequence
 
 from ..config import Config
-from ..core import Core, default_stages
+from ..core import Core
 from ..decision import Decision
 from ..dedupe import DedupeWindow
 from ..envelope import Envelope, encode
+from ..pipeline import build_core
 from ..routing import Outcome, Output, Route, Router
 
 Handler = Callable[[Envelope, Decision], None]
@@ -28,7 +29,7 @@ class MemoryBus:
         self, config: Config | None = None, core: Core | None = None, retain: int = 10_000
     ) -> None:
         self.config = config or Config()
-        self.core = core or Core(default_stages(self.config.blocklist.verdict_enum))
+        self.core = core or build_core(self.config)
         self.core.state.blocklist.update(self.config.blocklist.agents)
         self.router = Router(
             self.core,

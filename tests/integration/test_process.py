@@ -259,6 +259,10 @@ def test_demo_runs_end_to_end_in_under_a_minute() -> None:
     assert elapsed < 60
     out = result.stdout
     assert "embedded broker" in out
-    assert "dead-letter" in out and "invalid-json" in out
-    assert "block" in out and "mallory" in out
-    assert "repeated downstream by 3 agents" in out
+    assert "without ostracon, made-up figures reach 3 honest agents" in out
+    assert "dead-letter  invalid-json" in out
+    assert "blocklisted agent mallory was blocked" in out
+    assert "feedback → analyst: ostracon blocked your message m-4" in out  # Red: blocked
+    assert "held unverified funding rivalco = 50000000 usd from writer" in out  # hub Yellow
+    assert "RECALL m-5" in out  # the tagged rumour, convicted by the search tool
+    assert "and 0 with it: containment 100%" in out

@@ -1,0 +1,253 @@
+"""Containment: label each claim, then hold, tag or block by policy before it spreads.
+
+Two stages. ``LineageStage`` extracts the message's claims, places them in the genealogy,
+labels them and scores their risk:
+
+- **Green**: grounded (a tool result, a human or a trusted source is in its lineage) or
+  independently confirmed (``confirm_support`` roots of distinct model families);
+- **Red**: contradicts an established (Green) value of the same key;
+- **Yellow**: neither: unverified.
+
+A grounding message that contradicts earlier ungrounded claims convicts them: delivered
+messages carrying them are recalled, held ones stay quarantined.
+
+``ContainmentStage`` turns labels into a verdict under the configured policy:
+low-intervention forwards Yellow tagged, balanced holds Yellow from hub agents (configured
+roles or observed hubs), strict holds all Yellow; Red is always blocked with feedback to the
+sender. After ``max_retries`` contained attempts of the same claim the circuit breaker drops
+a persistent Red silently and forwards a persistent Yellow tagged high-risk, never grounding
+anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from . import risk
+from .claims import DEFAULT_EXTRACTORS, Extractor, extract_claims
+from .config import ContainmentConfig
+from .core import Context, Stage
+from .decision import Alert, ClaimReport, Decision, Label, Recall, Severity, Verdict
+from .genealogy import Link
+
+CONTAINED = (Verdict.HOLD, Verdict.QUARANTINE, Verdict.BLOCK)
+
+
+class LineageStage(Stage):
+    """Claims -> genealogy -> labels and risk (``ctx.claims``); recalls on conviction."""
+
+    name = "lineage"
+
+    def __init__(
+        self,
+        cfg: ContainmentConfig,
+        extractors: Sequence[Extractor] = DEFAULT_EXTRACTORS,
+        assume_delivered: bool = False,
+    ) -> None:
+        self.cfg = cfg
+        self.extractors = tuple(extractors)
+        # Replaying a transcript: every message did reach its readers, whatever we decide now.
+        self.assume_delivered = assume_delivered
+        self.hub_roles = frozenset(cfg.hub_roles)
+
+    def run(self, ctx: Context) -> None:
+        env = ctx.envelope
+        claims = extract_claims(env, self.extractors)
+        if not claims:
+            return
+        state = ctx.state
+        gen = state.genealogy
+        links = gen.link(env, claims)
+        role = env.meta.get("role") if env.meta else None
+        hub = role in self.hub_roles or gen.is_hub(
+            env.conversation, env.sender, self.cfg.hub_min_dependents
+        )
+        record = state.records.get(env.sender)
+        bad_ratio = record[1] / (record[0] + 1) if record else 0.0
+        reports = []
+        for link in links:
+            if link.grounded:
+                label = Label.GREEN
+            elif link.contradicts:
+                label = Label.RED
+            elif link.support >= self.cfg.confirm_support:
+                label = Label.GREEN
+            else:
+                label = Label.YELLOW
+            parts = risk.components(
+                link.grounded, label is Label.RED, link.reach, link.depth, hub, bad_ratio
+            )
+            reports.append(
+                ClaimReport(
+                    id=link.id,
+                    key=link.claim.key,
+                    value=link.claim.value,
+                    label=label,
+                    risk=risk.score(parts),
+                    grounded=link.grounded,
+                    support=link.support,
+                    depth=link.depth,
+                    reach=link.reach,
+                    origins=sorted(link.origins),
+                    contradicts=list(link.contradicts),
+                    components=parts,
+                )
+            )
+        ctx.claims = reports
+        ctx.risk = max(r.risk for r in reports)
+        ctx.notes["links"] = links
+        ctx.notes["hub"] = hub
+        if gen.grounds(env):
+            self._convict(ctx, links)
+
+    def _convict(self, ctx: Context, links: Sequence[Link]) -> None:
+        """A grounded claim convicts the ungrounded claims that say otherwise."""
+        env = ctx.envelope
+        lin = ctx.state.genealogy.lineage(env.conversation)
+        if lin is None:
+            return
+        convicted: list[tuple[str, str]] = []
+        for link in links:
+            key, truth = link.claim.key, link.claim.value
+            for value, nodes in lin.by_key.get(key, {}).items():
+                bad = [n for n in nodes if value != truth and not n.grounded and not n.tainted]
+                if not bad:
+                    continue
+                convicted.append((key, value))
+                fingerprint = bad[0].fingerprint
+                delivered = sorted({n.message for n in bad if n.delivered})
+                held = sorted({n.message for n in bad if not n.delivered})
+                reason = f"{key} = {value} is contradicted by {env.kind.value} {env.id} ({truth})"
+                ctx.recalls.extend(
+                    Recall(env.conversation, mid, [fingerprint], reason) for mid in delivered
+                )
+                ctx.alert(
+                    Alert(
+                        kind="recall",
+                        severity=Severity.WARNING,
+                        summary=f"{reason}: recalling {len(delivered)} delivered message(s); "
+                        f"{len(held)} held one(s) stay quarantined",
+                        conversation=env.conversation,
+                        agents=sorted({n.sender for n in bad}),
+                        evidence=[env.id, *delivered, *held],
+                        rules=[self.name],
+                    )
+                )
+        if convicted:
+            ctx.notes["convict"] = convicted
+
+    def observe(self, ctx: Context, decision: Decision) -> None:
+        links: Sequence[Link] | None = ctx.notes.get("links")  # type: ignore[assignment]
+        env = ctx.envelope
+        state = ctx.state
+        gen = state.genealogy
+        delivered = self.assume_delivered or decision.verdict.delivers
+        if links is None:  # no claims: still a message others may answer or cite
+            gen.add(env, (), delivered, self.cfg.confirm_support)
+            return
+        for key, value in ctx.notes.get("convict", ()):  # type: ignore[attr-defined]
+            for node in gen.convict(env.conversation, key, value):
+                record = state.records.setdefault(node.sender, [0, 0])
+                record[1] += 1
+        gen.add(
+            env,
+            links,
+            delivered,
+            self.cfg.confirm_support,
+            suspect=bool(ctx.notes.get("suspect")),
+        )
+        record = state.records.setdefault(env.sender, [0, 0])
+        record[0] += len(decision.claims)
+        record[1] += sum(1 for c in decision.claims if c.label is Label.RED)
+        if decision.verdict in CONTAINED:
+            for claim in decision.claims:
+                if claim.label is not Label.GREEN:
+                    slot = (env.conversation, env.sender, f"{claim.key}={claim.value}")
+                    state.attempts[slot] = state.attempts.get(slot, 0) + 1
+
+
+class ContainmentStage(Stage):
+    """Labels -> verdict under the policy, with feedback, retry cap and circuit breaker."""
+
+    name = "containment"
+
+    def __init__(self, cfg: ContainmentConfig) -> None:
+        self.cfg = cfg
+
+    def run(self, ctx: Context) -> None:
+        if not ctx.claims:
+            return
+        env = ctx.envelope
+        red = [c for c in ctx.claims if c.label is Label.RED]
+        yellow = [c for c in ctx.claims if c.label is Label.YELLOW]
+        if not red and not yellow:
+            return
+        offending = red or yellow
+        attempts = max(
+            ctx.state.attempts.get((env.conversation, env.sender, f"{c.key}={c.value}"), 0)
+            for c in offending
+        )
+        names = ", ".join(f"{c.key} = {c.value}" for c in offending)
+        limit = self.cfg.max_retries
+        if red:
+            against = "; ".join(f"{c.key} = {' | '.join(c.contradicts)}" for c in red)
+            if attempts >= limit:
+                ctx.propose(
+                    self.name,
+                    Verdict.BLOCK,
+                    f"circuit breaker: {names} contradicted {attempts} times; dropped",
+                )
+            else:
+                ctx.propose(
+                    self.name, Verdict.BLOCK, f"red: {names} contradicts the established {against}"
+                )
+                ctx.feedback = (
+                    f"ostracon blocked your message {env.id}: {names} contradicts the "
+                    f"established {against}. Check the source and correct it "
+                    f"(attempt {attempts + 1} of {limit})."
+                )
+            self._alert(ctx, "red-claim", Severity.CRITICAL, f"blocked {names} from {env.sender}")
+            return
+        hold = self.cfg.policy == "strict" or (
+            self.cfg.policy == "balanced" and bool(ctx.notes.get("hub"))
+        )
+        keys = ",".join(sorted({c.key for c in yellow}))
+        if hold and attempts >= limit:
+            ctx.propose(
+                self.name,
+                Verdict.DELIVER_TAGGED,
+                f"circuit breaker: {names} held {attempts} times; forwarded as high-risk",
+            )
+            ctx.tags["risk"] = "high"
+            ctx.tags["unverified"] = keys
+            ctx.notes["suspect"] = True
+        elif hold:
+            ctx.propose(self.name, Verdict.HOLD, f"yellow: {names} is unverified")
+            ctx.feedback = (
+                f"ostracon held your message {env.id}: {names} is not backed by a tool result, "
+                f"a human or a trusted source. Cite the message it comes from in "
+                f"claims[].sources or verify it with a tool (attempt {attempts + 1} of {limit})."
+            )
+            self._alert(
+                ctx,
+                "contained-claim",
+                Severity.WARNING,
+                f"held unverified {names} from {env.sender}",
+            )
+        else:
+            ctx.propose(self.name, Verdict.DELIVER_TAGGED, f"yellow: {names} is unverified")
+            ctx.tags["unverified"] = keys
+
+    def _alert(self, ctx: Context, kind: str, severity: Severity, summary: str) -> None:
+        env = ctx.envelope
+        ctx.alert(
+            Alert(
+                kind=kind,
+                severity=severity,
+                summary=summary,
+                conversation=env.conversation,
+                agents=[env.sender],
+                evidence=[env.id],
+                rules=[self.name],
+            )
+        )

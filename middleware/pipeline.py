@@ -1,0 +1,32 @@
+"""Assembles the decision core from a config: which stages, in which order, on what state."""
+
+from __future__ import annotations
+
+from .config import Config
+from .containment import ContainmentStage, LineageStage
+from .core import BlocklistStage, Core, MembershipStage, Stage, State
+from .genealogy import Genealogy
+from .monitors import MonitorStage
+
+
+def build_core(config: Config, assume_delivered: bool = False) -> Core:
+    """blocklist -> lineage (claims, genealogy, labels, risk) -> containment -> monitors ->
+    membership.
+
+    ``assume_delivered`` is for replaying transcripts: the genealogy records every message as
+    delivered (it was), while decisions still say what ostracon would have done.
+    """
+    stages: list[Stage] = [BlocklistStage(config.blocklist.verdict_enum)]
+    if config.containment.enabled:
+        c = config.containment
+        stages += [LineageStage(c, assume_delivered=assume_delivered), ContainmentStage(c)]
+        if config.monitors.enabled:
+            stages.append(
+                MonitorStage(config.monitors, frozenset(c.hub_roles), c.hub_min_dependents)
+            )
+    stages.append(MembershipStage())
+    state = State(
+        blocklist=dict(config.blocklist.agents),
+        genealogy=Genealogy(config.containment.trusted_sources),
+    )
+    return Core(stages, state)

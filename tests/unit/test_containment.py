@@ -1,0 +1,265 @@
+"""Labels, policies, enforcement and recall, through the real core (build_core)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import pytest
+
+from ostracon.config import Config, ContainmentConfig
+from ostracon.core import Core
+from ostracon.decision import Decision, Label, Verdict
+from ostracon.envelope import Claim, Envelope, Kind, decode
+from ostracon.pipeline import build_core
+from ostracon.routing import H_VERDICT, Route, header
+from ostracon.transport.memory import MemoryBus
+
+REVENUE_TRUE = Claim("q3 revenue", "8.1M USD")
+REVENUE_FALSE = Claim("q3 revenue", "12M USD")
+RUMOR = Claim("competitor funding", "50M USD")
+
+
+def core(**containment: Any) -> Core:
+    return build_core(Config(containment=ContainmentConfig(**containment)))
+
+
+class Team:
+    """Sends messages through one core and keeps the decisions by message id."""
+
+    def __init__(self, **containment: Any) -> None:
+        self.core = core(**containment)
+        self.n = 0
+        self.decisions: dict[str, Decision] = {}
+
+    def say(
+        self,
+        sender: str,
+        *claims: Claim,
+        kind: Kind = Kind.CHAT,
+        parents: list[str] | None = None,
+        recipients: list[str] | None = None,
+        **meta: Any,
+    ) -> Decision:
+        self.n += 1
+        env = Envelope(
+            id=f"m-{self.n}",
+            conversation="c",
+            sender=sender,
+            kind=kind,
+            content="",
+            claims=list(claims),
+            parents=parents or [],
+            recipients=recipients or [],
+            meta=meta,
+        )
+        d = self.core.decide(env)
+        self.decisions[env.id] = d
+        return d
+
+
+def label(d: Decision) -> Label:
+    (claim,) = d.claims
+    return claim.label
+
+
+def test_tool_result_is_green_and_a_repeat_of_it_is_green_too() -> None:
+    t = Team()
+    tool = t.say("finance-tool", REVENUE_TRUE, kind=Kind.TOOL_RESULT)
+    assert tool.verdict is Verdict.DELIVER and label(tool) is Label.GREEN
+    assert tool.claims[0].grounded and tool.claims[0].depth == 0
+    again = t.say("writer", REVENUE_TRUE, parents=["m-1"], role="summarizer")
+    assert again.verdict is Verdict.DELIVER and label(again) is Label.GREEN
+    assert again.claims[0].depth == 1 and again.claims[0].origins == ["c:m-1#0"]
+    assert again.claims[0].reach == 2
+
+
+def test_human_and_trusted_sources_ground_claims() -> None:
+    t = Team(trusted_sources=["kb"])
+    assert label(t.say("ops-lead", REVENUE_TRUE, kind=Kind.HUMAN)) is Label.GREEN
+    assert label(t.say("kb", RUMOR)) is Label.GREEN
+
+
+def test_claim_citing_a_tool_result_as_source_is_grounded() -> None:
+    t = Team()
+    t.say("finance-tool", kind=Kind.TOOL_RESULT)
+    cited = t.say("analyst", Claim("q3 revenue", "8.1M USD", ["m-1"]), role="summarizer")
+    assert label(cited) is Label.GREEN and cited.verdict is Verdict.DELIVER
+
+
+def test_contradicting_a_grounded_value_is_red_blocked_with_feedback() -> None:
+    t = Team()
+    t.say("finance-tool", REVENUE_TRUE, kind=Kind.TOOL_RESULT)
+    d = t.say("analyst", REVENUE_FALSE, confidence=1.0)  # self-reported confidence: ignored
+    assert d.verdict is Verdict.BLOCK and label(d) is Label.RED
+    assert d.claims[0].contradicts == ["8100000 usd"]
+    assert d.claims[0].components["contradiction"] == 1.0
+    assert "contradicts the established q3 revenue = 8100000 usd" in d.feedback
+    assert "attempt 1 of 3" in d.feedback
+    assert [a.kind for a in d.alerts] == ["red-claim"]
+    assert d.rules == ["containment"]
+
+
+@pytest.mark.parametrize(
+    ("policy", "role", "expected"),
+    [
+        ("low-intervention", "summarizer", Verdict.DELIVER_TAGGED),
+        ("balanced", "worker", Verdict.DELIVER_TAGGED),
+        ("balanced", "summarizer", Verdict.HOLD),
+        ("strict", "worker", Verdict.HOLD),
+    ],
+)
+def test_policies_route_yellow(policy: str, role: str, expected: Verdict) -> None:
+    t = Team(policy=policy)
+    d = t.say("agent", RUMOR, role=role)
+    assert label(d) is Label.YELLOW
+    assert d.verdict is expected
+    if expected is Verdict.DELIVER_TAGGED:
+        assert d.tags == {"unverified": "competitor funding"} and not d.feedback
+    else:
+        assert "not backed by a tool result" in d.feedback
+        assert [a.kind for a in d.alerts] == ["contained-claim"]
+
+
+def test_observed_hub_is_held_under_balanced() -> None:
+    t = Team(policy="balanced", hub_min_dependents=2)
+    t.say("lead", kind=Kind.SYSTEM)
+    t.say("alice", parents=["m-1"])
+    assert t.say("lead", RUMOR).verdict is Verdict.DELIVER_TAGGED  # one dependent: not a hub
+    t.say("bob", parents=["m-1"])
+    d = t.say("lead", Claim("competitor funding", "60M USD"))
+    assert d.verdict is Verdict.HOLD and d.claims[0].components["hub"] == 1.0
+
+
+def test_many_repeats_of_one_unverified_claim_are_one_source() -> None:
+    t = Team(policy="low-intervention")
+    first = t.say("a", RUMOR, model_family="gpt")
+    repeats = [t.say(agent, RUMOR, parents=["m-1"], model_family="gpt") for agent in "bcdef"]
+    assert all(label(d) is Label.YELLOW for d in [first, *repeats])
+    assert [d.claims[0].support for d in repeats] == [1] * 5
+    assert repeats[-1].claims[0].reach == 6
+
+
+def test_independent_sources_of_different_model_families_confirm_a_claim() -> None:
+    t = Team(policy="strict")
+    # a's message is held, so b cannot have seen it: b's claim is an independent root.
+    assert t.say("a", RUMOR, model_family="gpt").verdict is Verdict.HOLD
+    b = t.say("b", RUMOR, model_family="llama")
+    assert label(b) is Label.GREEN and b.claims[0].support == 2
+    assert b.verdict is Verdict.DELIVER
+
+
+def test_same_model_family_agreement_is_not_confirmation() -> None:
+    t = Team(policy="strict")
+    t.say("a", RUMOR, model_family="gpt")
+    b = t.say("b", RUMOR, model_family="gpt")
+    assert label(b) is Label.YELLOW and b.claims[0].support == 1
+
+
+def test_retries_are_capped_then_persistent_red_is_dropped_silently() -> None:
+    t = Team(max_retries=2)
+    t.say("tool", REVENUE_TRUE, kind=Kind.TOOL_RESULT)
+    tries = [t.say("analyst", REVENUE_FALSE) for _ in range(3)]
+    assert [d.verdict for d in tries] == [Verdict.BLOCK] * 3
+    assert [bool(d.feedback) for d in tries] == [True, True, False]
+    assert "circuit breaker" in tries[2].reasons[0]
+
+
+def test_persistent_yellow_is_forwarded_high_risk_and_never_grounds() -> None:
+    t = Team(policy="strict", max_retries=2)
+    tries = [t.say("analyst", RUMOR, model_family="gpt") for _ in range(3)]
+    assert [d.verdict for d in tries] == [Verdict.HOLD, Verdict.HOLD, Verdict.DELIVER_TAGGED]
+    assert tries[2].tags["risk"] == "high"
+    # Another family repeating the circuit-broken claim does not get it confirmed by it.
+    later = t.say("bob", RUMOR, model_family="llama", parents=["m-3"])
+    assert label(later) is Label.YELLOW
+
+
+def test_grounded_contradiction_recalls_delivered_and_names_held_messages() -> None:
+    t = Team(policy="balanced")
+    tagged = t.say("analyst", RUMOR)  # delivered tagged
+    held = t.say("writer", RUMOR, parents=["m-1"], role="summarizer")  # held: hub
+    assert (tagged.verdict, held.verdict) == (Verdict.DELIVER_TAGGED, Verdict.HOLD)
+    truth = t.say("search-tool", Claim("competitor funding", "5M USD"), kind=Kind.TOOL_RESULT)
+    assert truth.verdict is Verdict.DELIVER and label(truth) is Label.GREEN
+    assert [(r.message_id, r.claims) for r in truth.recalls] == [
+        ("m-1", ["competitor funding=50000000 usd"])
+    ]
+    assert truth.recalls[0].decision_id == truth.id
+    (alert,) = truth.alerts
+    assert alert.kind == "recall" and alert.evidence == ["m-3", "m-1", "m-2"]
+    assert "1 held one(s) stay quarantined" in alert.summary
+    # Once convicted, repeating the old value is Red.
+    assert label(t.say("planner", RUMOR)) is Label.RED
+
+
+def test_router_emits_feedback_and_recall_records() -> None:
+    bus = MemoryBus(Config(containment=ContainmentConfig(policy="balanced")))
+    inbox: list[Envelope] = []
+    bus.subscribe("analyst", lambda env, d: inbox.append(env))
+    bus.publish(
+        Envelope(
+            id="m-1", conversation="c", sender="analyst", kind=Kind.CHAT, content="", claims=[RUMOR]
+        )
+    )
+    bus.publish(
+        Envelope(
+            id="m-2",
+            conversation="c",
+            sender="tool",
+            kind=Kind.TOOL_RESULT,
+            content="",
+            claims=[REVENUE_TRUE],
+        )
+    )
+    blocked = bus.publish(
+        Envelope(
+            id="m-3",
+            conversation="c",
+            sender="analyst",
+            kind=Kind.CHAT,
+            content="",
+            claims=[REVENUE_FALSE],
+        )
+    )
+    assert blocked.decision is not None and blocked.decision.verdict is Verdict.BLOCK
+    routes = [o.route for o in blocked.outputs]
+    assert routes == [Route.ALERTS, Route.DELIVERED, Route.QUARANTINE]
+    feedback = decode(blocked.outputs[1].value, 1 << 20)  # type: ignore[arg-type]
+    assert feedback.sender == "ostracon" and feedback.recipients == ["analyst"]
+    assert feedback.parents == ["m-3"] and feedback.kind is Kind.SYSTEM
+    assert header(blocked.outputs[1].headers, H_VERDICT) == "deliver"
+    truth = bus.publish(
+        Envelope(
+            id="m-4",
+            conversation="c",
+            sender="tool",
+            kind=Kind.TOOL_RESULT,
+            content="",
+            claims=[Claim("competitor funding", "5M USD")],
+        )
+    )
+    recall = next(o for o in truth.outputs if o.route is Route.RECALLS)
+    assert msgspec.json.decode(recall.value)["message_id"] == "m-1"  # type: ignore[arg-type]
+
+
+def test_red_claims_never_confirm_each_other() -> None:
+    """Two agents of different families repeating a value that contradicts a tool result
+    privately stay Red: Red claims are no independent source, so the value never becomes
+    established and a third agent repeating it is Red too."""
+    t = Team()
+    t.say("tool", Claim("region", "us"), kind=Kind.TOOL_RESULT)
+    a = t.say("a", Claim("region", "eu"), recipients=["b"], model_family="gpt")
+    c = t.say("c", Claim("region", "eu"), recipients=["d"], model_family="llama")
+    third = t.say("e", Claim("region", "eu"), model_family="mistral")
+    assert [label(d) for d in (a, c, third)] == [Label.RED] * 3
+    assert third.verdict is Verdict.BLOCK
+
+
+def test_a_grounded_claim_is_never_convicted() -> None:
+    t = Team(policy="low-intervention")
+    t.say("tool-a", Claim("region", "us"), kind=Kind.TOOL_RESULT)
+    t.say("agent", Claim("region", "us"))  # a repeat of the grounded value
+    t.say("tool-b", Claim("region", "eu"), kind=Kind.TOOL_RESULT)  # tools disagree
+    lin = t.core.state.genealogy.lineage("c")
+    assert not any(n.tainted for n in lin.claims.values() if n.grounded)
