@@ -97,8 +97,8 @@ _STOPWORDS = _words(
     around roughly exactly only still already confirm confirmed confirms think believe note say
     said according value values number count amount figure level status state result outcome
     date final latest all every each some any very please most least more less above below
-    s t d ll re ve isn wasn aren weren
-    didn doesn don hasn haven hadn won wouldn couldn shouldn cannot
+    s t d ll re ve isn wasn aren weren didn doesn don hasn haven hadn won wouldn couldn shouldn
+    cannot
     """
 )
 # Reading leftwards from a value, the key phrase ends at one of these words.
@@ -142,12 +142,13 @@ _DATE_CONNECTORS = _phrases(
     "is|was|are|were|been|be|on|for|by|at|until|due|due on|due by|scheduled for|planned for"
     "|set for|slated for|moved to|set to|happened on|took place on"
 )
-_SEPARATORS = _words(": = | -> => - – — ≈ ~")
+_SEPARATORS = _words(": = | -> => - \u2013 — ≈ ~")  # en dash
 _HEDGES = _words(
     "about around approximately approx approx. roughly nearly almost ~ ≈ exactly precisely"
     " just only circa some an estimated a"
 )
-_EDGE = "*_`\"'“”‘’()[]{}<>"  # markup and quotes around a token
+_RSQUO = "\u2019"  # typographic apostrophe, as LLMs often write it
+_EDGE = "*_`\"'“”\u2018" + _RSQUO + "()[]{}<>"  # markup and quotes around a token
 _STRIP = _EDGE + ".,;:!?"
 
 _MONTHS = {
@@ -195,8 +196,8 @@ _FAMILIES = {
 # Words that assert on their own as a verb ("the build passed"); the rest need a copula
 # ("the build is green", "build: green") so "the tests are on main" says nothing.
 _VERBS = _words(
-    "pass passed passes succeed succeeded succeeds completed completes finished fail failed"
-    " fails crashed errored broke"
+    "pass passed passes succeed succeeded succeeds complete completed completes finish finished"
+    " fail failed fails crash crashed errored broke"
 )
 # Too common in other senses to turn a plain value into a yes/no ({"color": "red"}).
 _AMBIGUOUS = _words(
@@ -243,15 +244,10 @@ def _key_tokens(text: str) -> list[str]:
 
 def _content(toks: list[str]) -> list[str]:
     """``_key_tokens`` for lowercase whitespace tokens (the free-text hot path)."""
-    out: list[str] = []
-    for tok in toks:
-        for w in (tok,) if tok.isalnum() else _WORD.findall(tok):
-            if w not in _STOPWORDS:
-                if len(w) > 3 and w[-1] == "s":
-                    w = _stem(w)
-                if w not in out:
-                    out.append(w)
-    return out
+    text = " ".join(toks)
+    words = text.split() if text.replace(" ", "").isalnum() else _WORD.findall(text)
+    words = [_stem(w) if w[-1] == "s" else w for w in words if w not in _STOPWORDS]
+    return list(dict.fromkeys(words)) if len(words) > 1 else words
 
 
 def normalize_key(text: str) -> str:
@@ -261,7 +257,8 @@ def normalize_key(text: str) -> str:
     """
     toks = _key_tokens(text)
     if not toks:
-        toks = list({_stem(t) for t in _WORD.findall(text.lower())})
+        words = {_stem(t) for t in _WORD.findall(text.lower())}
+        toks = list(words - {"the", "a", "an"} or words)
         if not toks:
             return " ".join(text.lower().split())
     toks.sort()
@@ -305,6 +302,7 @@ _CURRENCIES = {
     "yen": "jpy",
 }
 _CURRENCY_CODES = ("usd", "eur", "gbp", "jpy")
+_SIGNS = "-+\u2212"  # with the minus sign
 _CURRENCY_PREFIXES = tuple(c + " " for c in _CURRENCY_CODES)
 
 
@@ -357,8 +355,10 @@ _KEY_UNITS = _words(
     " kib mib gib tib bytes km kg dollars euros"
 )
 _NOT_QUANTITY = _words("st nd rd th am pm")  # ordinals and clock times
-_SMALL = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen"
-_SMALL += " fifteen sixteen seventeen eighteen nineteen"
+_SMALL = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen"
+    " fifteen sixteen seventeen eighteen nineteen"
+)
 _TENS = "twenty thirty forty fifty sixty seventy eighty ninety"
 _WORD_NUMBERS = {w: i for i, w in enumerate(_SMALL.split()) if w != "one"}  # "one": too vague
 for _t, _tw in enumerate(_TENS.split()):
@@ -372,10 +372,20 @@ _SUFFIX_SRC = (
 # Digits not glued to a word, version, path or clock ("Q3", "v2.1.0", "10:30" are no numbers);
 # a charset-first pattern, so the scan skips non-digits in C.
 _NUMBER = re.compile(
-    r"\d(?<![\w.#/:]\d)(?:\d{0,2}(?:,\d{3})+|\d*)(?:\.\d+)?(?![.,:/\-]?\d)" + _SUFFIX_SRC
+    r"[0-9](?<![\w.#/:][0-9])(?:[0-9]{0,2}(?:,[0-9]{3})+|[0-9]*)(?:\.[0-9]+)?(?![.,:/\-]?[0-9])"
+    + _SUFFIX_SRC
 )
 _SUFFIX = re.compile(_SUFFIX_SRC)
-_BARE_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+def _suffix(text: str, pos: int) -> re.Match[str]:
+    """The suffix words after a number written as a word ("twelve million dollars")."""
+    m = _SUFFIX.match(text, pos)
+    assert m is not None  # every part of the pattern is optional
+    return m
+
+
+_BARE_NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
 
 
 def _fmt_number(d: Decimal) -> str:
@@ -391,7 +401,7 @@ def _lead(text: str, low: str, s: int) -> tuple[int, str | None, bool] | None:
     """
     start, cur, neg = s, None, False
     c = text[s - 1] if s else " "
-    if c in "-+−" and (s < 2 or not text[s - 2].isalnum()):
+    if c in _SIGNS and (s < 2 or not text[s - 2].isalnum()):
         neg, start = c != "+", s - 1
         c = text[start - 1] if start else " "
     if c in "$€£¥":
@@ -429,7 +439,7 @@ def _amount(
     if s1 is not None:
         low1 = s1.lower()
         suffix = _SUFFIXES.get(low1)
-        if s1 == "M" or low1 == "m" and (cur or (sm.group("s2") or "").lower() in _CURRENCIES):
+        if s1 == "M" or (low1 == "m" and (cur or (sm.group("s2") or "").lower() in _CURRENCIES)):
             suffix = _MILLION_SUFFIX  # "$12m" is money; a bare "12m" is metres
         if suffix is None:
             if low1 in _NOT_QUANTITY:
@@ -478,9 +488,9 @@ def _number_at(text: str, low: str, m: re.Match[str]) -> tuple[str, int, int, bo
 
 _MONTH_ALT = "|".join(sorted(_MONTHS, key=len, reverse=True))
 # Every date form we read carries a four-digit year; dates are found from it, looking around.
-_YEAR = re.compile(r"\d(?<!\d\d)\d{3}(?!\d)")
-_ISO = re.compile(r"(\d{4})([-/.])(\d{1,2})\2(\d{1,2})(?!\d)")
-_NUMERIC_DATE = re.compile(r"(?<![\d/])(\d{1,2})/(\d{1,2})/")
+_YEAR = re.compile(r"[0-9](?<![0-9][0-9])[0-9]{3}(?![0-9])")
+_ISO = re.compile(r"([0-9]{4})([-/.])([0-9]{1,2})\2([0-9]{1,2})(?![0-9])")
+_NUMERIC_DATE = re.compile(r"(?<![0-9/])([0-9]{1,2})/([0-9]{1,2})/")
 _DAYS_IN_MONTH = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 _ORDINALS = ("st", "nd", "rd", "th")
 
@@ -589,14 +599,14 @@ def normalize_value(text: str) -> str:
 
 def _quantity_text(s: str, low: str) -> str | None:
     """The canonical amount if all of ``s`` is one ("$12M", "twelve million dollars")."""
-    if s[0].isdigit() or s[0] in "$€£¥+-−." or low.startswith(_CURRENCY_PREFIXES):
+    if s[0].isdigit() or s[0] in _SIGNS or s[0] in "$€£¥." or low.startswith(_CURRENCY_PREFIXES):
         m = _NUMBER.search(s)
         got = _number_at(s, low, m) if m is not None else None
         return got[0] if got is not None and got[1] == 0 and got[2] == len(s) else None
     head = low.split(" ", 1)[0]
     if head in _WORD_NUMBERS:
         number = str(_WORD_NUMBERS[head])
-        got2 = _amount(number, False, None, _SUFFIX.match(s, len(head)), len(head))
+        got2 = _amount(number, False, None, _suffix(s, len(head)), len(head))
         if got2 is not None and got2[1] == len(s):
             return got2[0]
     return None
@@ -637,11 +647,6 @@ def _claim(
                     value = "false" if value == "true" else "true"
                 tokens = list(dict.fromkeys([*tokens[:i], pol[0], *tokens[i + 1 :]]))
                 break
-    elif value in _VALUE_POLARITY:
-        # {"build": "passed"} says what "the build passed" says.
-        pred, truth = _VALUE_POLARITY[value]
-        tokens = tokens if pred in tokens else [*tokens, pred]
-        value = "true" if truth else "false"
     key = " ".join(sorted(tokens))
     return ExtractedClaim(key, value, f"{key}={value}", text, extractor, sources)
 
@@ -675,6 +680,11 @@ def make_claim(
         tokens = tokens[:-1]
     if not tokens:
         tokens = normalize_key(key).split()
+    elif nval in _VALUE_POLARITY:
+        # {"build": "passed"} says what "the build passed" says.
+        pred, truth = _VALUE_POLARITY[nval]
+        tokens = tokens if pred in tokens else [*tokens, pred]
+        nval = "true" if truth else "false"
     return _claim(tokens, _long_value(nval), text, extractor, tuple(sources))
 
 
@@ -694,7 +704,6 @@ def structured_claims(envelope: Envelope) -> list[ExtractedClaim]:
 
 # --------------------------------------------------------------------------------------------
 # Free text: shared helpers
-
 
 
 # Words are looked up among the message's whitespace tokens, so each vocabulary also holds
@@ -717,10 +726,13 @@ class _Vocab:
         return {base[f] for f in p.tokens & self.forms}
 
 
+_WINDOW = 80  # how far left of a value its key phrase may start
+
+
 class _Text:
     """A message's content prepared once for all extractors: lowercased, plus its tokens."""
 
-    __slots__ = ("_dates", "has_month", "has_question", "has_tick", "low", "raw", "tokens")
+    __slots__ = ("_dates", "has_month", "has_question", "has_quote", "low", "raw", "tokens")
 
     def __init__(self, raw: str) -> None:
         low = raw.lower()
@@ -731,7 +743,7 @@ class _Text:
         self.tokens = frozenset(low.split())
         self.has_month = not self.tokens.isdisjoint(_MONTH_FORMS)
         self.has_question = "?" in raw
-        self.has_tick = "`" in raw
+        self.has_quote = "`" in raw or '"' in raw
         self._dates: list[tuple[int, int, str]] | None = None
 
     def dates(self) -> list[tuple[int, int, str]]:
@@ -768,7 +780,10 @@ _last: _Text | None = None
 
 
 def _prepare(text: str) -> _Text:
-    """Prepare ``text``, reusing the last result: the extractors run back to back on it."""
+    """Prepare ``text``, reusing the last result: the extractors run back to back on it.
+
+    A memo, not state: results depend on ``text`` only, and under threads a miss just
+    prepares the text again."""
     global _last
     last = _last
     if last is None or last.raw is not text:
@@ -776,7 +791,6 @@ def _prepare(text: str) -> _Text:
     return last
 
 
-_WINDOW = 80  # how far left of a value its key phrase may start
 _FRONTING = _words("in for during over")
 _PERIOD = re.compile(
     rf"[ \t]+(?:in|for|during)[ \t]+(?:the[ \t]+)?((?:{_MONTH_ALT}|[^\W\d_]*\d\w*)"
@@ -810,27 +824,32 @@ def _phrase_start(toks: list[str], j: int) -> int:
     """
     if not j or toks[0] in _CONDITIONAL or toks[j - 1] in _MODALS:
         return -1
-    i = j
-    floor = j - _MAX_PHRASE if j > _MAX_PHRASE else 0
-    while i > floor:
-        t = toks[i - 1]
-        stop = _PHRASE_STOP.get(t)
-        if stop is not None:
-            return i if stop == 1 else -1
-        if i < j and t[-1] in ":=|,;":
-            if t[-1] != ",":
-                return i  # "Note: revenue ..." starts a new phrase after the label
-            k = i - 1
-            while k and k > i - 5 and toks[k - 1][-1] not in ",:;":
-                k -= 1
-            return k if toks[k] in _FRONTING and _has_period(toks[k:i]) else i
-        if t[-3:] in _FUTURE:
+    i = j - _MAX_PHRASE if j > _MAX_PHRASE else 0
+    stops = _PHRASE_STOP.keys() & toks[i:j]  # set operations and string scans run in C
+    if stops:
+        k = j - 1
+        while toks[k] not in stops:
+            k -= 1
+        if _PHRASE_STOP[toks[k]] == 2:
             return -1
-        i -= 1
-    return i
-
-
-_FUTURE = ("'ll", "’ll")
+        i = k + 1
+    if i >= j - 1:
+        return i
+    inner = " ".join(toks[i : j - 1]) + " "  # the last token may carry the connector's colon
+    if "'ll " in inner or _RSQUO + "ll " in inner:
+        return -1  # "we'll ship ...": a plan, not a fact
+    cut = max(inner.rfind(", "), inner.rfind(": "), inner.rfind("; "), inner.rfind("= "))
+    cut = max(cut, inner.rfind("| "))
+    if cut < 0:
+        return i
+    after = i + inner.count(" ", 0, cut) + 1  # the first token after the separator
+    if inner[cut] == ",":
+        k = after - 1  # keep a short fronted time phrase: "In Q3, revenue ..."
+        while k > i and k > after - 5 and toks[k - 1][-1] not in ",:;":
+            k -= 1
+        if toks[k] in _FRONTING and _has_period(toks[k:after]):
+            return k
+    return after
 
 
 def _is_question(p: _Text, pos: int) -> bool:
@@ -841,8 +860,12 @@ def _is_question(p: _Text, pos: int) -> bool:
 
 
 def _in_code(p: _Text, start: int, pos: int) -> bool:
-    """Whether ``pos`` sits inside a backtick span opened after ``start``."""
-    return p.has_tick and p.low.count("`", start, pos) % 2 == 1
+    """Whether ``pos`` sits inside a backtick or double-quote span opened after ``start``:
+    quoted text is reported, not asserted (the quoted-output extractor reads it)."""
+    if not p.has_quote:
+        return False
+    low = p.low
+    return low.count("`", start, pos) % 2 == 1 or low.count('"', start, pos) % 2 == 1
 
 
 def _span_start(low: str, start: int, end: int, toks: list[str], first: int) -> int:
@@ -853,17 +876,17 @@ def _span_start(low: str, start: int, end: int, toks: list[str], first: int) -> 
     return pos if pos >= 0 else start
 
 
-_NO_KEY = ([], 0)  # no connector, or only filler before it ("there are 3 replicas")
-_REJECTED = ([], -1)  # the clause asserts nothing: do not look elsewhere for a key
+# No connector, or only filler before it ("there are 3 replicas"): look elsewhere for a key.
+_NO_KEY: tuple[list[str], int] = ([], 0)
+# The clause asserts nothing ("if ...", "should ..."): do not look elsewhere.
+_REJECTED: tuple[list[str], int] = ([], -1)
 
 
 def _may_connect(low: str, pos: int, table: _Connectors) -> bool:
     """Cheap look at the word before ``pos``: could it end "<key> <connector>"? Most numbers
     in prose have no connector before them, and this spares them the clause analysis."""
-    j = pos
-    while j and low[j - 1] in " \t":
-        j -= 1
-    word = low[max(low.rfind(" ", 0, j), low.rfind("\n", 0, j)) + 1 : j].rstrip(_EDGE)
+    head = low[pos - 40 if pos > 40 else 0 : pos].rsplit(None, 1)
+    word = head[-1].rstrip(_EDGE) if head else ""
     return (
         not word
         or word[-1] in ":=|"
@@ -909,13 +932,10 @@ def _left_key(
     key = _content(toks[i:j])
     if not key:
         return _NO_KEY
-    at = pos
-    for tok in reversed(toks[i:]):
-        at = p.low.rfind(tok, start, at)
-    return key[-5:], at if at >= 0 else start
+    return key[-5:], _span_start(p.low, start, pos, toks, i)
 
 
-_WORD_SEARCH: dict[str, re.Pattern[str]] = {}
+_WORD_SEARCH: dict[str, re.Pattern[str]] = {}  # one per vocabulary word, compiled on first use
 
 
 def _find_words(p: _Text, vocab: _Vocab) -> list[tuple[int, int]]:
@@ -975,7 +995,7 @@ class QuantityExtractor:
         if not p.tokens.isdisjoint(_WORD_NUMBER_VOCAB.forms):
             for start, end in _find_words(p, _WORD_NUMBER_VOCAB):
                 number = str(_WORD_NUMBERS[p.low[start:end]])
-                got2 = _amount(number, False, None, _SUFFIX.match(text, end), end)
+                got2 = _amount(number, False, None, _suffix(text, end), end)
                 if got2 is not None:
                     claim = self._claim(p, got2[0], start, got2[1], got2[2])
                     if claim is not None:
@@ -994,7 +1014,8 @@ class QuantityExtractor:
                 return None
         if key:
             if not has_unit and (per := _PER.match(p.low, end)) is not None:
-                value = f"{value} {_stem(per.group(1))}/{per.group(2)}"  # "1000 requests per minute"
+                # "1000 requests per minute" -> "1000 request/minute"
+                value = f"{value} {_stem(per.group(1))}/{per.group(2)}"
                 end = per.end()
             period = _PERIOD.match(p.low, end)
             if period is not None:
@@ -1034,10 +1055,10 @@ class QuantityExtractor:
             picked.append(w)
             stop = m.end(g)
         key = _content(picked)
-        if not any(t.isalpha() for t in key):
+        if not any(map(str.isalpha, key)):
             return None
         cstart, toks = clause or p.clause(start)
-        if toks and _phrase_start(toks, len(toks)) < 0 or _in_code(p, cstart, start):
+        if (toks and _phrase_start(toks, len(toks)) < 0) or _in_code(p, cstart, start):
             return None  # "if we add 3 replicas", "we might need 3 replicas"
         return key, stop
 
@@ -1064,16 +1085,46 @@ class DateExtractor:
 
 _ARTICLES = _words("a an the")
 _NAMED_TRIGGERS = _Vocab(_words("is was are were equals became becomes remains remained"))
+_NAMED_AFTER_WORDS = ("now", "set", "called", "named", "equal")
 _NAMED_AFTER = re.compile(r"(?:now|set[ \t]+to|called|named|equal[ \t]+to)[ \t]+")
 _VALUE_END = (
     "and|but|because|so|which|while|though|although|since|as|if|when|for|in|on|at|with|by"
     "|from|after|before|per|according|to|than|instead|whereas|until|unless|via|due|not|or"
 )
-# A short word value closed by punctuation, the end, or a joining word ("... and ...").
-_WORD_VALUE = re.compile(
-    r"(?:(?:a|an|the)[ \t]+)?(?P<v>[^\W\d_][\w\-./'’@+#]*(?:[ \t]+[\w\-./'’@+#]+){0,4}?)"
-    rf"(?=[ \t]*(?:[,;!?()\n]|\.(?:\s|$)|$)|[ \t]+(?:{_VALUE_END})\b)"
-)
+_VALUE_STOPS = _words(_VALUE_END.replace("|", " "))
+_MAX_VALUE_WORDS = 5
+
+
+def _word_value(low: str, v: int) -> tuple[str, int] | None:
+    """A short word value at ``v`` closed by punctuation, the line's end or a joining word
+    ("and", "because"): (its text without a leading article, its end). None if it runs on
+    past five words or into a colon: then it is a sentence, not a value."""
+    seg = low[v : v + 80]
+    nl = seg.find("\n")
+    closed = nl >= 0 or v + 80 >= len(low)
+    if nl >= 0:
+        seg = seg[:nl]
+    words = seg.split()
+    if words and words[0] in _ARTICLES:
+        del words[0]
+    out: list[str] = []
+    pos = v
+    for w in words:
+        if out and (w in _VALUE_STOPS or w[0] in "(\"'“"):
+            return " ".join(out), pos
+        if len(out) == _MAX_VALUE_WORDS or w[-1] == ":":
+            return None
+        pos = low.find(w, pos) + len(w)
+        core = w.rstrip(".,;!?)")
+        if core != w:
+            if not core:
+                return (" ".join(out), pos - len(w)) if out else None
+            out.append(core)
+            return " ".join(out), pos - len(w) + len(core)
+        out.append(w)
+    return (" ".join(out), pos) if out and closed else None
+
+
 _NON_VALUES = _words(
     """
     to being going expected likely unlikely probably possibly maybe that this these those it
@@ -1086,6 +1137,9 @@ _NON_VALUES = _words(
     moved assigned
     """
 )
+# First words of what follows "is"/":" that make it no word value: other extractors' values
+# (yes/no words, months), hedges before numbers, and the grammar of ordinary prose.
+_NOT_A_VALUE = _NON_VALUES | frozenset(_POLARITY) | _HEDGES | frozenset(_MONTHS)
 _LABELS = _words(
     "note notes update summary tldr fyi ps edit example answer question reason conclusion"
     " warning important todo action step next"
@@ -1125,32 +1179,34 @@ class NamedValueExtractor:
         while v < len(low) and low[v] in " \t":
             v += 1
         label = low[at] in ":="
-        if not label and (after := _NAMED_AFTER.match(low, v)) is not None:
-            v = after.end()  # "is set to", "is called"
+        if not label and low.startswith(_NAMED_AFTER_WORDS, v):
+            after = _NAMED_AFTER.match(low, v)
+            if after is not None:
+                v = after.end()  # "is set to", "is called"
         if v >= len(low) or not low[v].isalpha():
             return None  # numbers and dates have their own extractors
         head = low[v : v + 40].split(None, 2)
         first = head[1] if head[0] in _ARTICLES and len(head) > 1 else head[0]
         first = first.rstrip(".,;:!?)")
-        if first in _NON_VALUES or first in _POLARITY or first in _MONTHS or "'" in first:
+        if first in _NOT_A_VALUE or "'" in first:
             return None  # "it is not", "the build is green", "... is March 5", "I'll ..."
-        vm = _WORD_VALUE.match(low, v)
-        if vm is None:
+        found = _word_value(low, v)
+        if found is None:
             return None
-        raw = vm.group("v")
+        raw, stop = found
         if not _COPULAS.isdisjoint(raw.split()):
             return None  # "the bug: the counter is never reset" is a sentence, not a value
         start, toks = p.clause(at)
         i = _phrase_start(toks, len(toks))
-        if i < 0 or label and (len(toks) - i > 5 or not _COPULAS.isdisjoint(toks[i:])):
+        if i < 0 or (label and (len(toks) - i > 5 or not _COPULAS.isdisjoint(toks[i:]))):
             return None  # a label is a short name: "owner: alice"
         key = _content(toks[i:])[-5:]
         if not key or (len(key) == 1 and key[0] in _LABELS):
             return None
-        if _in_code(p, start, at) or _is_question(p, vm.end()):
+        if _in_code(p, start, at) or _is_question(p, stop):
             return None
         span = _span_start(low, start, at, toks, i)
-        return _claim(key, normalize_value(raw), p.raw[span : vm.end()].strip(), self.name)
+        return _claim(key, normalize_value(raw), p.raw[span:stop].strip(), self.name)
 
 
 _COPULAS = _words(
@@ -1162,7 +1218,9 @@ _ADVERBS = _words(
     " definitely indeed already finally a an"
 )
 _NEGATORS = _words("no none not neither nobody nothing zero 0")
-_NCOP_TRIGGERS = _Vocab(_words("not isn't wasn't aren't weren't isn’t wasn’t aren’t weren’t"))
+_NCOP_TRIGGERS = _Vocab(
+    {"not"} | {f"{cop}n{q}t" for cop in ("is", "was", "are", "were") for q in ("'", _RSQUO)}
+)
 _NCOP_BEFORE = _words("is was are were")
 _PHRASE_END = _words(
     _VALUE_END.replace("|", " ")
@@ -1210,7 +1268,7 @@ class YesNoExtractor:
         negated = copula = False
         if i:
             t = toks[i - 1]
-            if t in ("not", "never") or t.endswith(("n't", "n’t")):
+            if t in ("not", "never", "cannot") or t.endswith(("n't", "n" + _RSQUO + "t")):
                 if t[:-3] in _NEGATED_MODALS or t == "cannot":
                     return None  # "won't pass": a prediction
                 negated, copula = True, t[:-3] in _COPULAS
@@ -1225,9 +1283,9 @@ class YesNoExtractor:
             if i and toks[i - 1] in ("not", "never"):  # "has not been deployed"
                 negated = not negated
                 i -= 1
-        elif i and toks[i - 1].rstrip(_EDGE)[-1:] in (":", "=") or toks and toks[-1] == "=":
+        elif i and toks[i - 1].rstrip(_EDGE)[-1:] in (":", "="):
             copula = True  # "build status: green"
-        elif i and toks[i - 1].endswith(("'s", "’s")):
+        elif i and toks[i - 1].endswith(("'s", _RSQUO + "s")):
             copula = True  # "the build's green"
         if not (verb or copula) or not i or _in_code(p, start, at):
             return None
@@ -1263,24 +1321,20 @@ class YesNoExtractor:
             v += 1
         if v == end or v >= len(low):
             return None
-        value = ""
-        stop = v
-        for ds, de, iso in p.dates():
-            if ds == v:
-                value, stop = iso, de
+        value, stop = next(((iso, de) for ds, de, iso in p.dates() if ds == v), ("", v))
         if value:
-            pass
+            pass  # "the launch is not 2024-03-05"
         elif not low[v].isalpha() or low.startswith(_CURRENCY_PREFIXES, v):
             num = _NUMBER.search(text, v)
             got = _number_at(text, low, num) if num is not None and num.start() < v + 6 else None
             if got is not None and got[1] == v:
                 value, stop = got[0], got[2]
         else:
-            vm = _WORD_VALUE.match(low, v)
-            if vm is not None:
-                first = vm.group("v").split(None, 1)[0].rstrip(".,")
+            found = _word_value(low, v)
+            if found is not None:
+                first = found[0].split(None, 1)[0]
                 if first not in _NON_VALUES and first not in _POLARITY and first not in _ADVERBS:
-                    value, stop = normalize_value(vm.group("v")), vm.end()
+                    value, stop = normalize_value(found[0]), found[1]
         if not value or _is_question(p, stop):
             return None
         start, toks = p.clause(at)

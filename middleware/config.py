@@ -96,6 +96,9 @@ class ContainmentConfig(_Section, frozen=True):
     trusted_sources: list[str] = []  # senders whose claims are grounded by definition
     confirm_support: PositiveInt = 2  # independent sources (distinct model families) -> Green
     max_retries: PositiveInt = 3  # contained attempts of one claim before the circuit breaker
+    # Eviction (never of held, blocked, Red or convicted lineage; see docs/risk.md)
+    max_claims_per_conversation: PositiveInt = 200_000
+    conversation_ttl_s: Annotated[float, msgspec.Meta(gt=0)] = 86_400.0  # in message time
 
 
 class MonitorsConfig(_Section, frozen=True):

@@ -5,10 +5,12 @@ per conversation (ids are unique within a conversation).
 Edges carry ``kind``: ``asserts`` (message -> claim), ``derives`` (claim -> the earlier claim
 it repeats), ``answers`` (message -> parent message) and ``contradicts`` (claim -> claim).
 
-What a decision needs is kept incrementally per conversation, so the hot path never walks the
-graph: each claim knows its origins (root claims), depth and grounding from the moment it is
-added, and fingerprint / key indexes find the candidates in O(matches). The graph serves the
-queries that are not on the hot path (descendants, exports, the review UI).
+What a decision needs is kept incrementally per conversation in compact records, so the hot
+path never walks the graph: each claim knows its origins (root claims), depth, grounding and
+the claims it derives from or contradicts from the moment it is added, and fingerprint / key
+indexes find the candidates in O(matches). The networkx graph is built from those records on
+demand, for the queries that are not on the hot path (descendants, exports, the review UI):
+keeping it live cost ~1.3 KB per claim.
 
 Linking is split in two so the decision core stays pure: :meth:`Genealogy.link` reads the
 state and says what a message's claims would be; :meth:`Genealogy.add` records them.
@@ -16,6 +18,7 @@ state and says what a message's claims would be; :meth:`Genealogy.add` records t
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -25,7 +28,8 @@ from .claims import ExtractedClaim
 from .envelope import Envelope, Kind
 
 GROUNDING_KINDS = frozenset({Kind.TOOL_RESULT, Kind.HUMAN})
-MAX_DERIVES = 8  # derive edges per claim: the most recent visible repeats carry the lineage
+_NOBODY: frozenset[str] = frozenset()
+MAX_DERIVES = 4  # derive edges per claim: the most recent visible repeats carry the lineage
 SCAN = 64  # earlier repeats of a fingerprint examined per new claim
 
 
@@ -33,8 +37,10 @@ class ClaimNode:
     """One asserted claim. ``origins`` are the root claims its lineage starts from."""
 
     __slots__ = (
+        "contradicts",
         "delivered",
         "depth",
+        "derives",
         "family",
         "fingerprint",
         "grounded",
@@ -52,14 +58,17 @@ class ClaimNode:
     def __init__(self, link: Link, env: Envelope, family: str, seq: int, delivered: bool):
         self.id = link.id
         self.message = env.id
-        self.sender = env.sender
+        # Interned: repeats of a claim (and an agent's claims) share one copy of each string.
+        self.sender = sys.intern(env.sender)
         self.family = family
-        self.key = link.claim.key
-        self.value = link.claim.value
-        self.fingerprint = link.claim.fingerprint
+        self.key = sys.intern(link.claim.key)
+        self.value = sys.intern(link.claim.value)
+        self.fingerprint = sys.intern(link.claim.fingerprint)
         self.grounded = link.grounded
         self.origins = link.origins
         self.depth = link.depth
+        self.derives = link.derives  # ids of the earlier claims it repeats
+        self.contradicts: tuple[str, ...] = ()  # ids of established claims it disagrees with
         self.seq = seq
         self.delivered = delivered
         self.tainted = False  # convicted later (recalled): grounds nothing, supports nothing
@@ -69,12 +78,13 @@ class ClaimNode:
 class MessageNode:
     """A message as the genealogy needs it: who sent it and who could read it."""
 
-    __slots__ = ("claims", "delivered", "kind", "recipients", "sender")
+    __slots__ = ("claims", "delivered", "kind", "parents", "recipients", "sender")
 
     def __init__(self, env: Envelope, claims: tuple[str, ...], delivered: bool) -> None:
         self.sender = env.sender
+        self.parents = tuple(env.parents)
         self.kind = env.kind
-        self.recipients = frozenset(env.recipients)
+        self.recipients = frozenset(env.recipients) if env.recipients else _NOBODY
         self.claims = claims
         self.delivered = delivered
 
@@ -88,7 +98,6 @@ class MessageNode:
 class Lineage:
     """One conversation's graph and the indexes over its messages and claims."""
 
-    graph: nx.DiGraph = field(default_factory=nx.DiGraph)
     messages: dict[str, MessageNode] = field(default_factory=dict)
     claims: dict[str, ClaimNode] = field(default_factory=dict)
     by_fingerprint: dict[str, list[ClaimNode]] = field(default_factory=dict)
@@ -112,6 +121,9 @@ class Lineage:
     infections: int = 0  # (agent, key) pairs that took up an ungrounded value
     recoveries: int = 0  # of those, later asserting another value for the key
     seq: int = 0
+    last_ts: float = 0.0  # newest message time seen (the core has no clock)
+    # held, blocked, Red or convicted claims: such a lineage is never evicted
+    protected: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +133,7 @@ class Link:
     claim: ExtractedClaim
     id: str
     derives: tuple[str, ...]  # earlier claims with the same fingerprint the sender could see
-    origins: frozenset[str]
+    origins: tuple[str, ...]  # sorted root claim ids
     depth: int  # 0 for a root; repeats of repeats grow it
     grounded: bool
     support: int  # independent sources: distinct model families among the claim's roots
@@ -132,9 +144,18 @@ class Link:
 class Genealogy:
     """The genealogy of every conversation the core has seen."""
 
-    def __init__(self, trusted: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        trusted: Sequence[str] = (),
+        max_claims: int = 200_000,
+        ttl: float = 86_400.0,
+    ) -> None:
         self.lineages: dict[str, Lineage] = {}
         self.trusted = frozenset(trusted)  # senders whose claims are grounded by definition
+        self.max_claims = max_claims  # per conversation; see evict()
+        self.ttl = ttl  # seconds of message time a conversation may stay idle; see expire()
+        self.now = 0.0  # newest message time seen in any conversation
+        self._adds = 0
 
     def grounds(self, env: Envelope) -> bool:
         """Is this message itself a grounding source (tool result, human, trusted sender)?"""
@@ -150,16 +171,34 @@ class Genealogy:
         links = []
         for n, claim in enumerate(claims):
             cid = f"c:{env.id}#{n}"
-            # Only the most recent repeats are scanned: bounded work however popular a claim.
-            earlier = lin.by_fingerprint.get(claim.fingerprint, ())[-SCAN:] if lin else ()
-            seen = [c for c in earlier if _seen(lin, c, env)][-MAX_DERIVES:]  # type: ignore[arg-type]
+            # Only the most recent repeats are scanned (bounded work however popular a claim),
+            # plus the ones in the messages it cites, however old: its declared sources.
+            seen = _recent_seen(lin, claim.fingerprint, env) if lin else []
+            if lin is not None and env.parents:
+                known = {c.id for c in seen}
+                for parent in env.parents:
+                    msg = lin.messages.get(parent)
+                    for pid in msg.claims if msg is not None else ():
+                        pc = lin.claims.get(pid)
+                        if (
+                            pc is not None
+                            and pc.fingerprint == claim.fingerprint
+                            and pid not in known
+                        ):
+                            seen.insert(0, pc)
+                            known.add(pid)
             if seen:
-                origins = frozenset().union(*(c.origins for c in seen))
+                first = seen[0].origins
+                origins = (
+                    first  # shared, not copied: most repeats have one source
+                    if all(c.origins == first for c in seen)
+                    else tuple(sorted(set().union(*(c.origins for c in seen))))
+                )
                 depth = 1 + max(c.depth for c in seen)
                 grounded = grounds or any(c.grounded and not c.tainted for c in seen)
                 families = set((lin.roots.get(claim.fingerprint) or {}).values())  # type: ignore[union-attr]
             else:
-                origins, depth, grounded = frozenset((cid,)), 0, grounds
+                origins, depth, grounded = (cid,), 0, grounds
                 families = set((lin.roots.get(claim.fingerprint) or {}).values()) if lin else set()
                 families.add(family)
             grounded = grounded or self._cites_grounding(lin, claim)
@@ -210,11 +249,7 @@ class Genealogy:
         if lin is None:
             lin = self.lineages[env.conversation] = Lineage()
         family = model_family(env)
-        mid = f"m:{env.id}"
-        g = lin.graph
-        g.add_node(mid)
         for parent in env.parents:
-            g.add_edge(mid, f"m:{parent}", kind="answers")
             pmsg = lin.messages.get(parent)
             if pmsg is not None and pmsg.sender != env.sender:
                 lin.dependents.setdefault(pmsg.sender, set()).add(env.sender)
@@ -233,21 +268,81 @@ class Genealogy:
             lin.by_fingerprint.setdefault(node.fingerprint, []).append(node)
             lin.senders.setdefault(node.fingerprint, set()).add(node.sender)
             lin.by_key.setdefault(node.key, {}).setdefault(node.value, []).append(node)
-            g.add_edge(mid, node.id, kind="asserts")
-            for earlier in link.derives:
-                g.add_edge(node.id, earlier, kind="derives")
             # Red or circuit-broken claims are no independent source of anything.
             if not link.derives and not suspect and not link.contradicts:
                 lin.roots.setdefault(node.fingerprint, {})[node.id] = family
-            for value in link.contradicts:
-                for other in lin.by_key[node.key].get(value, [])[-MAX_DERIVES:]:
-                    g.add_edge(node.id, other.id, kind="contradicts")
+            if link.contradicts:
+                node.contradicts = tuple(
+                    other.id
+                    for value in link.contradicts
+                    for other in lin.by_key[node.key].get(value, [])[-MAX_DERIVES:]
+                )
             confirmed = link.support >= confirm_support and not link.contradicts
             if not suspect and (link.grounded or confirmed):
                 lin.established.setdefault(node.key, set()).add(node.value)
             nodes.append(node)
         lin.messages[env.id] = MessageNode(env, tuple(n.id for n in nodes), delivered)
+        if nodes and (not delivered or any(n.contradicts for n in nodes)):
+            lin.protected += 1
+        if env.ts:
+            lin.last_ts = max(lin.last_ts, env.ts)
+            self.now = max(self.now, env.ts)
+        if len(lin.claims) > self.max_claims:
+            self.evict(lin, max(1, self.max_claims // 100))
+        self._adds += 1
+        if self._adds % 4096 == 0:
+            self.expire()
         return nodes
+
+    def evict(self, lin: Lineage, count: int) -> int:
+        """Forget up to ``count`` of a conversation's oldest claims, in one batch.
+
+        Never evicted: claims that were held or blocked, Red (contradicting), convicted or
+        circuit-broken. What an evicted claim taught stays: its root still counts as an
+        independent source, its sender in the reach, its value in the agreement map and, if
+        grounded or confirmed, among the established values. Repeats of it found later start
+        new lineages (they can no longer derive from it).
+        """
+        gone: set[str] = set()
+        for node in lin.claims.values():
+            if len(gone) >= count:
+                break
+            if node.delivered and not node.contradicts and not node.tainted and not node.suspect:
+                gone.add(node.id)
+        if not gone:
+            return 0
+        touched: set[tuple[str, str, str]] = set()
+        for cid in gone:
+            node = lin.claims.pop(cid)
+            touched.add((node.fingerprint, node.key, node.value))
+            msg = lin.messages.get(node.message)
+            if msg is not None and all(c not in lin.claims for c in msg.claims):
+                del lin.messages[node.message]
+        for fp, key, value in touched:
+            kept = [n for n in lin.by_fingerprint.get(fp, ()) if n.id not in gone]
+            if kept:
+                lin.by_fingerprint[fp] = kept
+            else:
+                lin.by_fingerprint.pop(fp, None)
+            values = lin.by_key.get(key, {})
+            left = [n for n in values.get(value, ()) if n.id not in gone]
+            if left:
+                values[value] = left
+            else:
+                values.pop(value, None)
+        return len(gone)
+
+    def expire(self) -> list[str]:
+        """Drop conversations idle for longer than ``ttl`` (message time) and unprotected."""
+        cutoff = self.now - self.ttl
+        old = [
+            c
+            for c, lin in self.lineages.items()
+            if lin.last_ts and lin.last_ts < cutoff and not lin.protected
+        ]
+        for conv in old:
+            del self.lineages[conv]
+        return old
 
     @staticmethod
     def _count_spread(lin: Lineage, link: Link, node: ClaimNode, readers: int) -> None:
@@ -276,6 +371,7 @@ class Genealogy:
         for node in nodes:
             node.tainted = True
         if nodes:
+            lin.protected += 1
             lin.roots.pop(nodes[0].fingerprint, None)
         est = lin.established.get(key)
         if est is not None:
@@ -295,29 +391,58 @@ class Genealogy:
             return []
         return [lin.claims[o] for o in sorted(node.origins) if o in lin.claims]
 
+    @staticmethod
+    def lineage_graph(lin: Lineage) -> nx.DiGraph:
+        """The conversation's genealogy as a networkx DiGraph (built on demand)."""
+        g = nx.DiGraph()
+        for mid, msg in lin.messages.items():
+            g.add_node(f"m:{mid}", sender=msg.sender, kind=msg.kind.value)
+            for parent in msg.parents:
+                g.add_edge(f"m:{mid}", f"m:{parent}", kind="answers")
+        for cid, node in lin.claims.items():
+            g.add_node(
+                cid,
+                sender=node.sender,
+                key=node.key,
+                value=node.value,
+                grounded=node.grounded,
+                tainted=node.tainted,
+            )
+            g.add_edge(f"m:{node.message}", cid, kind="asserts")
+            for earlier in node.derives:
+                g.add_edge(cid, earlier, kind="derives")
+            for other in node.contradicts:
+                g.add_edge(cid, other, kind="contradicts")
+        return g
+
     @property
     def graph(self) -> nx.DiGraph:
         """All conversations in one graph (for exports): node ids get a ``<conversation>/``
         prefix when there is more than one conversation."""
-        if len(self.lineages) == 1:
-            return next(iter(self.lineages.values())).graph
-        return (
-            nx.union_all(
-                [lin.graph for lin in self.lineages.values()],
-                rename=[f"{conv}/" for conv in self.lineages],
-            )
-            if self.lineages
-            else nx.DiGraph()
-        )
+        graphs = [self.lineage_graph(lin) for lin in self.lineages.values()]
+        if len(graphs) == 1:
+            return graphs[0]
+        if not graphs:
+            return nx.DiGraph()
+        return nx.union_all(graphs, rename=[f"{conv}/" for conv in self.lineages])
 
     def descendants(self, conversation: str, claim_id: str) -> set[str]:
         """Claims that derive, directly or through others, from this one (off the hot path)."""
         lin = self.lineages.get(conversation)
-        if lin is None or claim_id not in lin.graph:
+        if lin is None or claim_id not in lin.claims:
             return set()
-        g = lin.graph
-        derives = nx.subgraph_view(g, filter_edge=lambda u, v: g.edges[u, v]["kind"] == "derives")
-        return set(nx.ancestors(derives, claim_id))
+        children: dict[str, list[str]] = {}
+        for node in lin.claims.values():
+            for earlier in node.derives:
+                children.setdefault(earlier, []).append(node.id)
+        out: set[str] = set()
+        todo = [claim_id]
+        while todo:
+            for child in children.get(todo.pop(), ()):
+                if child not in out:
+                    out.add(child)
+                    todo.append(child)
+        return out
 
     def reach(self, conversation: str, fingerprint: str) -> int:
         """Distinct agents that asserted this claim."""
@@ -347,7 +472,23 @@ class Genealogy:
 def model_family(env: Envelope) -> str:
     """The model family behind the sender; unknown = the sender itself (assume independent)."""
     fam = env.meta.get("model_family") if env.meta else None
-    return str(fam) if fam else f"agent:{env.sender}"
+    return sys.intern(str(fam) if fam else f"agent:{env.sender}")  # one copy per family
+
+
+def _recent_seen(lin: Lineage, fingerprint: str, env: Envelope) -> list[ClaimNode]:
+    """The newest (at most MAX_DERIVES) earlier claims with this fingerprint the sender could
+    have read, oldest first; at most SCAN candidates are examined, newest first."""
+    found: list[ClaimNode] = []
+    nodes = lin.by_fingerprint.get(fingerprint)
+    if not nodes:
+        return found
+    for idx in range(len(nodes) - 1, max(-1, len(nodes) - 1 - SCAN), -1):
+        if _seen(lin, nodes[idx], env):
+            found.append(nodes[idx])
+            if len(found) == MAX_DERIVES:
+                break
+    found.reverse()
+    return found
 
 
 def _seen(lin: Lineage, claim: ClaimNode, env: Envelope) -> bool:

@@ -27,6 +27,10 @@ def build_core(config: Config, assume_delivered: bool = False) -> Core:
     stages.append(MembershipStage())
     state = State(
         blocklist=dict(config.blocklist.agents),
-        genealogy=Genealogy(config.containment.trusted_sources),
+        genealogy=Genealogy(
+            config.containment.trusted_sources,
+            config.containment.max_claims_per_conversation,
+            config.containment.conversation_ttl_s,
+        ),
     )
     return Core(stages, state)

@@ -583,7 +583,7 @@ def _groups(lin: Lineage) -> list[tuple[ClaimNode, list[ClaimNode]]]:
     spread: dict[str, list[ClaimNode]] = {}
     roots: list[ClaimNode] = []
     for node in lin.claims.values():  # insertion order is assertion order
-        if node.origins == frozenset((node.id,)):
+        if node.origins == (node.id,):
             roots.append(node)
         for origin in node.origins:
             spread.setdefault(origin, []).append(node)

@@ -263,3 +263,54 @@ def test_a_grounded_claim_is_never_convicted() -> None:
     t.say("tool-b", Claim("region", "eu"), kind=Kind.TOOL_RESULT)  # tools disagree
     lin = t.core.state.genealogy.lineage("c")
     assert not any(n.tainted for n in lin.claims.values() if n.grounded)
+
+
+def test_eviction_caps_a_conversation_but_keeps_held_and_red_lineage() -> None:
+    t = Team(policy="strict", max_claims_per_conversation=50)
+    t.say("tool", REVENUE_TRUE, kind=Kind.TOOL_RESULT)
+    red = t.say("liar", REVENUE_FALSE)
+    held = t.say("rumour", RUMOR)
+    for i in range(200):
+        t.say(f"tool-{i % 3}", Claim(f"metric {i}", str(i)), kind=Kind.TOOL_RESULT)
+    lin = t.core.state.genealogy.lineage("c")
+    assert len(lin.claims) <= 50
+    assert {red.claims[0].id, held.claims[0].id} <= set(lin.claims)
+    # What evicted claims established still holds: repeating the revenue lie is still Red.
+    assert label(t.say("other", REVENUE_FALSE)) is Label.RED
+
+
+def test_idle_conversations_expire_unless_they_hold_contained_claims() -> None:
+    c = core(conversation_ttl_s=100.0)
+    gen = c.state.genealogy
+
+    def say(i: int, conv: str, ts: float, claim: Claim, kind: Kind = Kind.CHAT) -> None:
+        c.decide(
+            Envelope(
+                id=f"m-{i}",
+                conversation=conv,
+                sender="a",
+                kind=kind,
+                content="",
+                claims=[claim],
+                ts=ts,
+                meta={"role": "summarizer"},
+            )
+        )
+
+    say(1, "quiet", 1000.0, REVENUE_TRUE, Kind.TOOL_RESULT)
+    say(2, "contained", 1000.0, RUMOR)  # held: hub under balanced
+    say(3, "busy", 2000.0, REVENUE_TRUE, Kind.TOOL_RESULT)
+    assert gen.expire() == ["quiet"]
+    assert set(gen.lineages) == {"contained", "busy"}
+
+
+def test_a_cited_source_is_found_however_many_repeats_came_between() -> None:
+    """More repeats than the genealogy scans (64) sit between a tool result and a hub that
+    cites it: the hub's claim still derives from the cited, grounded one."""
+    t = Team(policy="balanced")
+    t.say("tool", REVENUE_TRUE, kind=Kind.TOOL_RESULT, recipients=["writer"])
+    for i in range(70):
+        t.say(f"agent-{i}", REVENUE_TRUE, parents=["m-1"], recipients=["nobody"])
+    d = t.say("writer", REVENUE_TRUE, parents=["m-1"], role="aggregator")
+    assert label(d) is Label.GREEN and d.verdict is Verdict.DELIVER
+    assert d.claims[0].origins == ["c:m-1#0"]
