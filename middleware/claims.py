@@ -406,11 +406,11 @@ def _lead(text: str, low: str, s: int) -> tuple[int, str | None, bool] | None:
         c = text[start - 1] if start else " "
     if c in "$€£¥":
         cur, start = _CURRENCIES[c], start - 1
-        if low[start - 2 : start] == "us":
+        if start >= 2 and low[start - 2 : start] == "us":
             start -= 2
         c = text[start - 1] if start else " "
         return (start, cur, neg) if not c.isalnum() else None
-    if low[start - 4 : start - 1] in _CURRENCY_CODES and c in " \t":  # "USD 12m"
+    if start >= 4 and c in " \t" and low[start - 4 : start - 1] in _CURRENCY_CODES:  # "USD 12m"
         cur, start = low[start - 4 : start - 1], start - 4
         c = text[start - 1] if start else " "
     if c.isalnum() or c in "._#/:@\\-":
@@ -505,7 +505,7 @@ def _day(word: str) -> int:
     """The day in "5", "5th", "05"; 0 when ``word`` is none."""
     if word[-2:] in _ORDINALS:
         word = word[:-2]
-    return int(word) if word.isdigit() and len(word) <= 2 else 0
+    return int(word) if word.isascii() and word.isdigit() and len(word) <= 2 else 0
 
 
 def _date_at(low: str, s: int, e: int) -> tuple[int, int, str] | None:
@@ -1205,8 +1205,11 @@ class NamedValueExtractor:
             return None
         if _in_code(p, start, at) or _is_question(p, stop):
             return None
+        value = normalize_value(raw)
+        if not value:
+            return None
         span = _span_start(low, start, at, toks, i)
-        return _claim(key, normalize_value(raw), p.raw[span:stop].strip(), self.name)
+        return _claim(key, value, p.raw[span:stop].strip(), self.name)
 
 
 _COPULAS = _words(
@@ -1352,7 +1355,8 @@ def _ends_phrase(rest: str) -> bool:
     """Whether the text after a yes/no word closes the assertion ("is green." / "is green and")."""
     if not rest or rest[0] in ".,;:!?)\n*`\"'":
         return True
-    return rest.split(None, 1)[0].rstrip(".,;:!?)") in _PHRASE_END
+    head = rest.split(None, 1)
+    return not head or head[0].rstrip(".,;:!?)") in _PHRASE_END
 
 
 _QUOTE_TRIGGERS = _Vocab(
