@@ -449,6 +449,11 @@ class Replay:
         if not self.index:
             self.index = {(s.envelope.conversation, s.envelope.id): s.index for s in self.steps}
 
+    @cached_property
+    def graph(self) -> nx.DiGraph:
+        """The genealogy graph, built once (Genealogy.graph builds it on every access)."""
+        return self.genealogy.graph
+
     def step_of(self, conversation: str, message: str) -> int | None:
         return self.index.get((conversation, message))
 
@@ -766,7 +771,7 @@ def _node_attrs(rep: Replay) -> dict[str, dict[str, Any]]:
                 "reach": int(rpt.reach) if rpt else 0,
                 "origins": sorted(node.origins),
             }
-    for nid in rep.genealogy.graph.nodes:
+    for nid in rep.graph.nodes:
         attrs.setdefault(nid, {"type": "missing"})  # a parent the transcript does not hold
     return attrs
 
@@ -774,7 +779,7 @@ def _node_attrs(rep: Replay) -> dict[str, dict[str, Any]]:
 def genealogy_document(rep: Replay) -> dict[str, Any]:
     """``genealogy.json``: nodes, edges with kinds, per-message decisions, candidates."""
     attrs = _node_attrs(rep)
-    g = rep.genealogy.graph
+    g = rep.graph
     return {
         "source": rep.source,
         "shape": rep.shape,
@@ -807,14 +812,14 @@ def graphml_graph(rep: Replay) -> nx.DiGraph:
     """The genealogy with GraphML-safe scalar attributes (lists joined by spaces)."""
     attrs = _node_attrs(rep)
     out = nx.DiGraph()
-    for nid in rep.genealogy.graph.nodes:
+    for nid in rep.graph.nodes:
         scalars = {
             k: _xml_safe(" ".join(v) if isinstance(v, list) else v)
             for k, v in attrs[nid].items()
             if v is not None
         }
         out.add_node(nid, **scalars)
-    for u, v, kind in rep.genealogy.graph.edges(data="kind", default=""):
+    for u, v, kind in rep.graph.edges(data="kind", default=""):
         out.add_edge(u, v, kind=str(kind))
     return nx.relabel_nodes(out, {n: _xml_safe(n) for n in out if _xml_safe(n) != n})
 
@@ -909,7 +914,7 @@ def render_html(rep: Replay) -> str:
     parts.append(_html_candidates(rep))
     parts.append(_html_map(rep, nodes, cand_rank))
     parts.append('<section><h2>Messages</h2><ol class="msgs">')
-    edges = rep.genealogy.graph
+    edges = rep.graph
     for s in rep.steps:
         env, d = s.envelope, s.decision
         conv = env.conversation
@@ -1061,7 +1066,7 @@ def _html_map(
         "derives": 'stroke="#3182ce" stroke-width="1.5"',
         "contradicts": 'stroke="#c53030" stroke-width="1.5" stroke-dasharray="4 3"',
     }
-    g = rep.genealogy.graph
+    g = rep.graph
     for (conv, cid), node in nodes.items():
         if cid not in g:
             continue
