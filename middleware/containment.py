@@ -22,6 +22,7 @@ anything.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 from . import risk
 from .claims import DEFAULT_EXTRACTORS, Extractor, extract_claims
@@ -31,6 +32,55 @@ from .decision import Alert, ClaimReport, Decision, Label, Recall, Severity, Ver
 from .genealogy import Link
 
 CONTAINED = (Verdict.HOLD, Verdict.QUARANTINE, Verdict.BLOCK)
+
+
+class Verifier(Protocol):
+    """Labels a claim, or abstains (None) and lets the next verifier decide.
+
+    Verifiers run inside the pure core: they read the claim's lineage and the state, never
+    the network. Checks that need I/O (an LLM judge, a search) belong on the bus as an agent
+    whose answers are grounding messages (a ``tool_result``, or a sender listed in
+    ``containment.trusted_sources``): they then ground or convict claims like any fact.
+    """
+
+    name: str
+
+    def verify(self, link: Link, ctx: Context) -> Label | None: ...
+
+
+class GroundedMatch:
+    """Green when a tool result, a human or a trusted source is in the claim's lineage."""
+
+    name = "grounded-match"
+
+    def verify(self, link: Link, ctx: Context) -> Label | None:
+        return Label.GREEN if link.grounded else None
+
+
+class GroundedContradiction:
+    """Red when the claim contradicts an established (grounded or confirmed) value."""
+
+    name = "grounded-contradiction"
+
+    def verify(self, link: Link, ctx: Context) -> Label | None:
+        return Label.RED if link.contradicts else None
+
+
+class IndependentConfirmation:
+    """Green when enough independent sources (distinct model families) state it."""
+
+    name = "independent-confirmation"
+
+    def __init__(self, confirm_support: int) -> None:
+        self.confirm_support = confirm_support
+
+    def verify(self, link: Link, ctx: Context) -> Label | None:
+        return Label.GREEN if link.support >= self.confirm_support else None
+
+
+def default_verifiers(cfg: ContainmentConfig) -> tuple[Verifier, ...]:
+    """In order: grounding wins, then contradiction, then independent confirmation."""
+    return (GroundedMatch(), GroundedContradiction(), IndependentConfirmation(cfg.confirm_support))
 
 
 class LineageStage(Stage):
@@ -43,9 +93,11 @@ class LineageStage(Stage):
         cfg: ContainmentConfig,
         extractors: Sequence[Extractor] = DEFAULT_EXTRACTORS,
         assume_delivered: bool = False,
+        verifiers: Sequence[Verifier] | None = None,
     ) -> None:
         self.cfg = cfg
         self.extractors = tuple(extractors)
+        self.verifiers = tuple(verifiers if verifiers is not None else default_verifiers(cfg))
         # Replaying a transcript: every message did reach its readers, whatever we decide now.
         self.assume_delivered = assume_delivered
         self.hub_roles = frozenset(cfg.hub_roles)
@@ -66,14 +118,12 @@ class LineageStage(Stage):
         bad_ratio = record[1] / (record[0] + 1) if record else 0.0
         reports = []
         for link in links:
-            if link.grounded:
-                label = Label.GREEN
-            elif link.contradicts:
-                label = Label.RED
-            elif link.support >= self.cfg.confirm_support:
-                label = Label.GREEN
-            else:
-                label = Label.YELLOW
+            label, verified_by = Label.YELLOW, ""
+            for verifier in self.verifiers:
+                verdict = verifier.verify(link, ctx)
+                if verdict is not None:
+                    label, verified_by = verdict, verifier.name
+                    break
             parts = risk.components(
                 link.grounded, label is Label.RED, link.reach, link.depth, hub, bad_ratio
             )
@@ -91,6 +141,7 @@ class LineageStage(Stage):
                     origins=sorted(link.origins),
                     contradicts=list(link.contradicts),
                     components=parts,
+                    verified_by=verified_by,
                 )
             )
         ctx.claims = reports

@@ -85,6 +85,7 @@ class ClaimReport(msgspec.Struct, frozen=True):
     origins: list[str] = []
     contradicts: list[str] = []  # established values of the same key
     components: dict[str, float] = {}
+    verified_by: str = ""  # the verifier that labelled it ("" = none did: Yellow)
 
 
 class Recall(msgspec.Struct, frozen=True):

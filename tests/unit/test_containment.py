@@ -314,3 +314,40 @@ def test_a_cited_source_is_found_however_many_repeats_came_between() -> None:
     d = t.say("writer", REVENUE_TRUE, parents=["m-1"], role="aggregator")
     assert label(d) is Label.GREEN and d.verdict is Verdict.DELIVER
     assert d.claims[0].origins == ["c:m-1#0"]
+
+
+def test_verifiers_are_pluggable_and_each_label_names_its_verifier() -> None:
+    from ostracon.containment import (
+        ContainmentStage,
+        LineageStage,
+        default_verifiers,
+    )
+    from ostracon.core import Context, State
+    from ostracon.genealogy import Genealogy, Link
+
+    class KnownFacts:
+        """A deterministic verifier backed by a fact table (e.g. a product catalogue)."""
+
+        name = "known-facts"
+
+        def verify(self, link: Link, ctx: Context) -> Label | None:
+            return (
+                Label.GREEN if link.claim.fingerprint == "competitor funding=50000000 usd" else None
+            )
+
+    cfg = ContainmentConfig(policy="strict")
+    stages = [
+        LineageStage(cfg, verifiers=[KnownFacts(), *default_verifiers(cfg)]),
+        ContainmentStage(cfg),
+    ]
+    plugged = Core(stages, State(genealogy=Genealogy()))
+    d = plugged.decide(
+        Envelope(id="m-1", conversation="c", sender="a", kind=Kind.CHAT, content="", claims=[RUMOR])
+    )
+    assert d.verdict is Verdict.DELIVER and d.claims[0].verified_by == "known-facts"
+    t = Team(policy="strict")
+    assert t.say("tool", REVENUE_TRUE, kind=Kind.TOOL_RESULT).claims[0].verified_by == (
+        "grounded-match"
+    )
+    assert t.say("a", REVENUE_FALSE).claims[0].verified_by == "grounded-contradiction"
+    assert t.say("b", RUMOR).claims[0].verified_by == ""
