@@ -30,7 +30,7 @@ from .envelope import Envelope, Kind
 GROUNDING_KINDS = frozenset({Kind.TOOL_RESULT, Kind.HUMAN})
 _NOBODY: frozenset[str] = frozenset()
 MAX_DERIVES = 4  # derive edges per claim: the most recent visible repeats carry the lineage
-SCAN = 64  # earlier repeats of a fingerprint examined per new claim
+SCAN = 64  # earlier repeats of a fingerprint examined per new claim (cited ones always)
 
 
 class ClaimNode:
@@ -102,8 +102,8 @@ class Lineage:
     claims: dict[str, ClaimNode] = field(default_factory=dict)
     by_fingerprint: dict[str, list[ClaimNode]] = field(default_factory=dict)
     by_key: dict[str, dict[str, list[ClaimNode]]] = field(default_factory=dict)
-    # fingerprint -> {root claim id: model family}: independent sources of a claim
-    roots: dict[str, dict[str, str]] = field(default_factory=dict)
+    # fingerprint -> model families of its roots: the independent sources of a claim
+    root_families: dict[str, set[str]] = field(default_factory=dict)
     # fingerprint -> agents that asserted it
     senders: dict[str, set[str]] = field(default_factory=dict)
     # key -> values that are grounded or confirmed: what contradictions are measured against
@@ -196,11 +196,11 @@ class Genealogy:
                 )
                 depth = 1 + max(c.depth for c in seen)
                 grounded = grounds or any(c.grounded and not c.tainted for c in seen)
-                families = set((lin.roots.get(claim.fingerprint) or {}).values())  # type: ignore[union-attr]
+                support = len(lin.root_families.get(claim.fingerprint, ()))  # type: ignore[union-attr]
             else:
                 origins, depth, grounded = (cid,), 0, grounds
-                families = set((lin.roots.get(claim.fingerprint) or {}).values()) if lin else set()
-                families.add(family)
+                fams = lin.root_families.get(claim.fingerprint, ()) if lin else ()
+                support = len(fams) + (family not in fams)
             grounded = grounded or self._cites_grounding(lin, claim)
             contradicts: tuple[str, ...] = ()
             if lin is not None:
@@ -217,7 +217,7 @@ class Genealogy:
                     origins,
                     depth,
                     grounded,
-                    len(families),
+                    support,
                     contradicts,
                     reach,
                 )
@@ -270,7 +270,7 @@ class Genealogy:
             lin.by_key.setdefault(node.key, {}).setdefault(node.value, []).append(node)
             # Red or circuit-broken claims are no independent source of anything.
             if not link.derives and not suspect and not link.contradicts:
-                lin.roots.setdefault(node.fingerprint, {})[node.id] = family
+                lin.root_families.setdefault(node.fingerprint, set()).add(family)
             if link.contradicts:
                 node.contradicts = tuple(
                     other.id
@@ -372,7 +372,7 @@ class Genealogy:
             node.tainted = True
         if nodes:
             lin.protected += 1
-            lin.roots.pop(nodes[0].fingerprint, None)
+            lin.root_families.pop(nodes[0].fingerprint, None)
         est = lin.established.get(key)
         if est is not None:
             est.discard(value)
@@ -452,7 +452,7 @@ class Genealogy:
     def support(self, conversation: str, fingerprint: str) -> int:
         """Independent sources: five agents repeating one unverified claim are one source."""
         lin = self.lineages.get(conversation)
-        return len(set(lin.roots.get(fingerprint, {}).values())) if lin else 0
+        return len(lin.root_families.get(fingerprint, ())) if lin else 0
 
     def agreement(self, conversation: str, key: str) -> dict[str, set[str]]:
         """value -> agents whose latest claim on ``key`` holds it."""
