@@ -18,6 +18,7 @@ state and says what a message's claims would be; :meth:`Genealogy.add` records t
 
 from __future__ import annotations
 
+import itertools
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -289,6 +290,8 @@ class Genealogy:
             self.now = max(self.now, env.ts)
         if len(lin.claims) > self.max_claims:
             self.evict(lin, max(1, self.max_claims // 100))
+        if len(lin.messages) > 2 * self.max_claims:  # claimless messages are capped too
+            self._forget_messages(lin, max(1, self.max_claims // 100))
         self._adds += 1
         if self._adds % 4096 == 0:
             self.expire()
@@ -331,6 +334,17 @@ class Genealogy:
             else:
                 values.pop(value, None)
         return len(gone)
+
+    @staticmethod
+    def _forget_messages(lin: Lineage, count: int) -> None:
+        """Drop up to ``count`` of the oldest records of messages that assert no claim left."""
+        old = [
+            mid
+            for mid, msg in itertools.islice(lin.messages.items(), 4 * count)
+            if not any(c in lin.claims for c in msg.claims)
+        ][:count]
+        for mid in old:
+            del lin.messages[mid]
 
     def expire(self) -> list[str]:
         """Drop conversations idle for longer than ``ttl`` (message time) and unprotected."""

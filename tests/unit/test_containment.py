@@ -351,3 +351,16 @@ def test_verifiers_are_pluggable_and_each_label_names_its_verifier() -> None:
     )
     assert t.say("a", REVENUE_FALSE).claims[0].verified_by == "grounded-contradiction"
     assert t.say("b", RUMOR).claims[0].verified_by == ""
+
+
+def test_records_of_claimless_messages_are_capped_too() -> None:
+    t = Team(max_claims_per_conversation=20)
+    for i in range(200):
+        t.core.decide(
+            Envelope(
+                id=f"x-{i}", conversation="c", sender="chatty", kind=Kind.CHAT, content="thanks!"
+            )
+        )
+    lin = t.core.state.genealogy.lineage("c")
+    assert len(lin.messages) <= 40
+    assert "x-199" in lin.messages and "x-0" not in lin.messages
