@@ -15,8 +15,8 @@ messages carrying them are recalled, held ones stay quarantined.
 low-intervention forwards Yellow tagged, balanced holds Yellow from hub agents (configured
 roles or observed hubs), strict holds all Yellow; Red is always blocked with feedback to the
 sender. After ``max_retries`` contained attempts of the same claim the circuit breaker drops
-a persistent Red silently and forwards a persistent Yellow tagged high-risk, never grounding
-anything.
+a persistent Red without more feedback and forwards a persistent Yellow tagged high-risk,
+never grounding anything.
 """
 
 from __future__ import annotations
@@ -160,8 +160,15 @@ class LineageStage(Stage):
         convicted: list[tuple[str, str]] = []
         for link in links:
             key, truth = link.claim.key, link.claim.value
-            for value, nodes in lin.by_key.get(key, {}).items():
-                bad = [n for n in nodes if value != truth and not n.grounded and not n.tainted]
+            values = lin.by_key.get(key, {})
+            for value in lin.established.get(key, set()) - {truth}:
+                if value not in values:  # its claims were evicted: convict the summary alone
+                    convicted.append((key, value))
+            for value, nodes in values.items():
+                if value == truth or any(n.grounded for n in nodes):
+                    continue  # a grounded value is never convicted
+                # Red claims were contained when they were made: no second recall for them.
+                bad = [n for n in nodes if not n.tainted and not n.contradicts]
                 if not bad:
                     continue
                 convicted.append((key, value))
@@ -210,11 +217,12 @@ class LineageStage(Stage):
         record = state.records.setdefault(env.sender, [0, 0])
         record[0] += len(decision.claims)
         record[1] += sum(1 for c in decision.claims if c.label is Label.RED)
-        if decision.verdict in CONTAINED:
-            for claim in decision.claims:
-                if claim.label is not Label.GREEN:
-                    slot = (env.conversation, env.sender, f"{claim.key}={claim.value}")
-                    state.attempts[slot] = state.attempts.get(slot, 0) + 1
+        if decision.verdict in CONTAINED and "containment" in decision.rules:
+            # Count only the claims that caused the containment: Red ones when there are any.
+            red = [c for c in decision.claims if c.label is Label.RED]
+            for claim in red or [c for c in decision.claims if c.label is Label.YELLOW]:
+                slot = (env.conversation, env.sender, f"{claim.key}={claim.value}")
+                state.attempts[slot] = state.attempts.get(slot, 0) + 1
 
 
 class ContainmentStage(Stage):

@@ -109,6 +109,10 @@ class Lineage:
     senders: dict[str, set[str]] = field(default_factory=dict)
     # key -> values that are grounded or confirmed: what contradictions are measured against
     established: dict[str, set[str]] = field(default_factory=dict)
+    # key -> values convicted by a grounded fact
+    convicted: dict[str, set[str]] = field(default_factory=dict)
+    # with everything protected, eviction cannot make room: retry only past this size
+    next_evict: int = 0
     # agent -> agents that built on its messages (via parents): who depends on whom
     dependents: dict[str, set[str]] = field(default_factory=dict)
     # the observed communication graph: sender -> agents its delivered messages reached
@@ -120,6 +124,7 @@ class Lineage:
     exposures: int = 0  # (ungrounded claim, reader) pairs delivered
     adoptions: int = 0  # repeats of another agent's ungrounded claim
     infections: int = 0  # (agent, key) pairs that took up an ungrounded value
+    ungrounded_holders: set[tuple[str, str]] = field(default_factory=set)  # (key, agent)
     recoveries: int = 0  # of those, later asserting another value for the key
     seq: int = 0
     last_ts: float = 0.0  # newest message time seen (the core has no clock)
@@ -202,7 +207,7 @@ class Genealogy:
                 origins, depth, grounded = (cid,), 0, grounds
                 fams = lin.root_families.get(claim.fingerprint, ()) if lin else ()
                 support = len(fams) + (family not in fams)
-            grounded = grounded or self._cites_grounding(lin, claim)
+            grounded = grounded or self._cites_grounding(lin, claim, env)
             contradicts: tuple[str, ...] = ()
             if lin is not None:
                 est = lin.established.get(claim.key)
@@ -225,14 +230,22 @@ class Genealogy:
             )
         return links
 
-    def _cites_grounding(self, lin: Lineage | None, claim: ExtractedClaim) -> bool:
-        """A structured claim citing a grounding message (tool result, human) is grounded."""
+    def _cites_grounding(self, lin: Lineage | None, claim: ExtractedClaim, env: Envelope) -> bool:
+        """A structured claim is grounded by a cited source only if that source is a grounding
+        message the sender could read and it states the same claim (citing an unrelated tool
+        result grounds nothing)."""
         if lin is None or not claim.sources:
             return False
         for src in claim.sources:
             msg = lin.messages.get(src)
-            if msg is not None and (msg.kind in GROUNDING_KINDS or msg.sender in self.trusted):
-                return True
+            if msg is None or not (msg.kind in GROUNDING_KINDS or msg.sender in self.trusted):
+                continue
+            if not msg.visible_to(env.sender):
+                continue
+            for cid in msg.claims:
+                node = lin.claims.get(cid)
+                if node is not None and node.fingerprint == claim.fingerprint and node.grounded:
+                    return True
         return False
 
     # ----------------------------------------------------------------- mutation: add
@@ -288,8 +301,10 @@ class Genealogy:
         if env.ts:
             lin.last_ts = max(lin.last_ts, env.ts)
             self.now = max(self.now, env.ts)
-        if len(lin.claims) > self.max_claims:
-            self.evict(lin, max(1, self.max_claims // 100))
+        if len(lin.claims) > max(self.max_claims, lin.next_evict):
+            batch = max(1, self.max_claims // 100)
+            if self.evict(lin, batch) == 0:
+                lin.next_evict = len(lin.claims) + batch  # all protected: no rescan per add
         if len(lin.messages) > 2 * self.max_claims:  # claimless messages are capped too
             self._forget_messages(lin, max(1, self.max_claims // 100))
         self._adds += 1
@@ -364,33 +379,41 @@ class Genealogy:
         held = lin.latest.setdefault(node.key, {})
         previous = held.get(node.sender)
         held[node.sender] = node.value
+        slot = (node.key, node.sender)
+        if slot in lin.ungrounded_holders and previous != node.value:
+            lin.recoveries += 1  # moved away from an ungrounded value it held
+            lin.ungrounded_holders.discard(slot)
         if node.grounded:
+            lin.ungrounded_holders.discard(slot)
             return
         lin.exposures += readers
         if link.derives and any(
             lin.claims[c].sender != node.sender for c in link.derives if c in lin.claims
         ):
             lin.adoptions += 1
-        if previous is None:
+        if slot not in lin.ungrounded_holders:
             lin.infections += 1
-        elif previous != node.value:
-            lin.recoveries += 1
+            lin.ungrounded_holders.add(slot)
 
     def convict(self, conversation: str, key: str, value: str) -> list[ClaimNode]:
         """Mark the ungrounded claims ``key = value`` as convicted; return them (for recalls)."""
         lin = self.lineages.get(conversation)
         if lin is None:
             return []
-        nodes = [n for n in lin.by_key.get(key, {}).get(value, []) if not n.grounded]
+        known = lin.by_key.get(key, {}).get(value, [])
+        if any(n.grounded for n in known):
+            return []  # a grounded value is never convicted (tools that disagree: both stand)
+        nodes = [n for n in known if not n.tainted]
         for node in nodes:
             node.tainted = True
-        if nodes:
-            lin.protected += 1
-            lin.root_families.pop(nodes[0].fingerprint, None)
+        lin.protected += 1
+        # The summaries outlive evicted claims: drop the value from them too.
+        lin.root_families.pop(f"{key}={value}", None)
         est = lin.established.get(key)
         if est is not None:
             est.discard(value)
-        return list(nodes)
+        lin.convicted.setdefault(key, set()).add(value)
+        return nodes
 
     # ----------------------------------------------------------------- queries
 

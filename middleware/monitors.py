@@ -106,7 +106,13 @@ class MonitorStage(Stage):
             held[env.sender] = claim.value
             converged = len(held) >= 2 and _ratio(held) >= self.cfg.agreement_threshold
             rounds = watch.rounds.get(key, 0) + 1
-            if not converged and rounds >= self.cfg.liveness_rounds and key not in watch.stalled:
+            disagree = len(set(held.values())) >= 2  # a lone agent repeating itself is no stall
+            if (
+                disagree
+                and not converged
+                and rounds >= self.cfg.liveness_rounds
+                and key not in watch.stalled
+            ):
                 self._alert(
                     ctx,
                     "liveness",

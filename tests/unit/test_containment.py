@@ -80,11 +80,27 @@ def test_human_and_trusted_sources_ground_claims() -> None:
     assert label(t.say("kb", RUMOR)) is Label.GREEN
 
 
-def test_claim_citing_a_tool_result_as_source_is_grounded() -> None:
+def test_claim_citing_a_tool_result_that_states_it_is_grounded() -> None:
     t = Team()
-    t.say("finance-tool", kind=Kind.TOOL_RESULT)
-    cited = t.say("analyst", Claim("q3 revenue", "8.1M USD", ["m-1"]), role="summarizer")
+    t.say("finance-tool", REVENUE_TRUE, kind=Kind.TOOL_RESULT, recipients=["someone"])
+    # analyst could not read m-1 (addressed to someone else): citing it grounds nothing;
+    # the agreement of two independent sources still confirms the value.
+    unseen = t.say("analyst", Claim("q3 revenue", "8.1M USD", ["m-1"]), role="summarizer")
+    assert not unseen.claims[0].grounded
+    assert unseen.claims[0].verified_by == "independent-confirmation"
+    t2 = Team()
+    t2.say("finance-tool", REVENUE_TRUE, kind=Kind.TOOL_RESULT)
+    cited = t2.say("analyst", Claim("q3 revenue", "8.1M USD", ["m-1"]), role="summarizer")
     assert label(cited) is Label.GREEN and cited.verdict is Verdict.DELIVER
+
+
+def test_citing_an_unrelated_tool_result_grounds_nothing() -> None:
+    t = Team(policy="balanced")
+    t.say("weather-tool", Claim("weather", "sunny"), kind=Kind.TOOL_RESULT)
+    laundered = t.say("mallory", Claim("price", "99", ["m-1"]))
+    assert label(laundered) is Label.YELLOW and not laundered.claims[0].grounded
+    truth = t.say("price-tool", Claim("price", "10"), kind=Kind.TOOL_RESULT)
+    assert [r.message_id for r in truth.recalls] == ["m-2"]
 
 
 def test_contradicting_a_grounded_value_is_red_blocked_with_feedback() -> None:
@@ -364,3 +380,43 @@ def test_records_of_claimless_messages_are_capped_too() -> None:
     lin = t.core.state.genealogy.lineage("c")
     assert len(lin.messages) <= 40
     assert "x-199" in lin.messages and "x-0" not in lin.messages
+
+
+def test_a_value_a_tool_grounded_is_never_convicted_whatever_the_order() -> None:
+    t = Team()
+    t.say("tool-1", Claim("x", "1"), kind=Kind.TOOL_RESULT, recipients=["nobody"])
+    agreeing = t.say("a", Claim("x", "1"), model_family="gpt")  # did not see tool-1
+    second = t.say("tool-2", Claim("x", "2"), kind=Kind.TOOL_RESULT)
+    assert label(agreeing) is Label.GREEN
+    assert second.recalls == [] and second.alerts == []
+    assert label(t.say("b", Claim("x", "1"), model_family="llama")) is Label.GREEN
+
+
+def test_conviction_reaches_values_whose_claims_were_evicted() -> None:
+    t = Team(policy="low-intervention", max_claims_per_conversation=20)
+    t.say("a", Claim("price", "99"), recipients=["x"], model_family="gpt")
+    confirmed = t.say("b", Claim("price", "99"), recipients=["y"], model_family="llama")
+    assert label(confirmed) is Label.GREEN
+    for i in range(60):
+        t.say("tool", Claim(f"metric {i}", str(i)), kind=Kind.TOOL_RESULT)
+    assert "c:m-2#0" not in t.core.state.genealogy.lineage("c").claims  # evicted
+    t.say("price-tool", Claim("price", "10"), kind=Kind.TOOL_RESULT)
+    assert label(t.say("c", Claim("price", "99"), model_family="mistral")) is Label.RED
+
+
+def test_eviction_backs_off_when_every_claim_is_protected() -> None:
+    t = Team(policy="strict", max_claims_per_conversation=10)
+    for i in range(40):
+        t.say(f"agent-{i}", Claim(f"guess {i}", "yes"))  # every one held: protected
+    lin = t.core.state.genealogy.lineage("c")
+    assert len(lin.claims) == 40  # nothing evictable, nothing lost
+    assert lin.next_evict > 10  # no rescan of all claims on every add
+
+
+def test_retry_count_follows_the_claims_that_caused_containment() -> None:
+    t = Team(policy="strict", max_retries=2)
+    t.say("tool", Claim("price", "10"), kind=Kind.TOOL_RESULT)
+    for _ in range(2):  # blocked for the Red price; its Yellow ceo claim is not an attempt
+        assert t.say("a", Claim("price", "99"), Claim("ceo", "bob")).verdict is Verdict.BLOCK
+    held = t.say("a", Claim("ceo", "bob"))
+    assert held.verdict is Verdict.HOLD and "attempt 1 of 2" in held.feedback

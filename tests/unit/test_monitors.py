@@ -117,3 +117,19 @@ def test_no_early_warning_when_claims_are_grounded() -> None:
     r, *_ = early_warning(chat.lineage, 0.05)
     assert r == 0.0
     assert "early-warning" not in chat.alerts
+
+
+def test_no_liveness_alert_for_a_lone_agent_repeating_itself() -> None:
+    chat = Chat(liveness_rounds=3)
+    for _ in range(6):
+        chat.say("a", "status", "ok")
+    assert "liveness" not in chat.alerts
+
+
+def test_moving_to_the_grounded_value_counts_as_recovery() -> None:
+    chat = Chat()
+    chat.say("a", "price", "99")  # infected: ungrounded
+    chat.say("tool", "price", "10", kind=Kind.TOOL_RESULT)
+    chat.say("a", "price", "10", parents=["m-2"])  # recovers, to the grounded value
+    lin = chat.lineage
+    assert (lin.infections, lin.recoveries) == (1, 1)
