@@ -217,6 +217,12 @@ class LineageStage(Stage):
         record = state.records.setdefault(env.sender, [0, 0])
         record[0] += len(decision.claims)
         record[1] += sum(1 for c in decision.claims if c.label is Label.RED)
+        if gen.expired:  # conversations the genealogy dropped: forget them here too
+            gone = set(gen.expired)
+            gen.expired.clear()
+            for conv in gone:
+                state.monitors.pop(conv, None)
+            state.attempts = {k: v for k, v in state.attempts.items() if k[0] not in gone}
         if decision.verdict in CONTAINED and "containment" in decision.rules:
             # Count only the claims that caused the containment: Red ones when there are any.
             red = [c for c in decision.claims if c.label is Label.RED]

@@ -162,6 +162,7 @@ class Genealogy:
         self.ttl = ttl  # seconds of message time a conversation may stay idle; see expire()
         self.now = 0.0  # newest message time seen in any conversation
         self._adds = 0
+        self.expired: list[str] = []  # dropped conversations, for other state to follow
 
     def grounds(self, env: Envelope) -> bool:
         """Is this message itself a grounding source (tool result, human, trusted sender)?"""
@@ -371,6 +372,7 @@ class Genealogy:
         ]
         for conv in old:
             del self.lineages[conv]
+        self.expired.extend(old)
         return old
 
     @staticmethod

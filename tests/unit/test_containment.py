@@ -420,3 +420,46 @@ def test_retry_count_follows_the_claims_that_caused_containment() -> None:
         assert t.say("a", Claim("price", "99"), Claim("ceo", "bob")).verdict is Verdict.BLOCK
     held = t.say("a", Claim("ceo", "bob"))
     assert held.verdict is Verdict.HOLD and "attempt 1 of 2" in held.feedback
+
+
+def test_expired_conversations_take_their_retry_and_monitor_state_along() -> None:
+    c = core(policy="strict", conversation_ttl_s=10.0)
+    c.decide(
+        Envelope(
+            id="m-1",
+            conversation="old",
+            sender="a",
+            kind=Kind.CHAT,
+            content="",
+            claims=[RUMOR],
+            ts=100.0,
+        )
+    )
+    c.state.genealogy.lineages["old"].protected = 0  # pretend it was released by a human
+    assert any(k[0] == "old" for k in c.state.attempts)
+    c.decide(
+        Envelope(
+            id="m-2",
+            conversation="new",
+            sender="a",
+            kind=Kind.TOOL_RESULT,
+            content="",
+            claims=[REVENUE_TRUE],
+            ts=1000.0,
+        )
+    )
+    c.state.genealogy.expire()
+    c.decide(
+        Envelope(
+            id="m-3",
+            conversation="new",
+            sender="a",
+            kind=Kind.TOOL_RESULT,
+            content="",
+            claims=[REVENUE_TRUE],
+            ts=1001.0,
+        )
+    )
+    assert "old" not in c.state.genealogy.lineages
+    assert not any(k[0] == "old" for k in c.state.attempts)
+    assert "old" not in c.state.monitors
