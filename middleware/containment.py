@@ -164,12 +164,18 @@ class LineageStage(Stage):
             for value in lin.established.get(key, set()) - {truth}:
                 if value not in values:  # its claims were evicted: convict the summary alone
                     convicted.append((key, value))
+            # O(values of the key): grounded and already convicted values are skipped without
+            # looking at their claims, so each value's claims are scanned once, when convicted.
+            spared = lin.grounded_values.get(key, set()) | lin.convicted.get(key, set())
             for value, nodes in values.items():
-                if value == truth or any(n.grounded for n in nodes):
+                if value == truth or value in spared:
                     continue  # a grounded value is never convicted
                 # Red claims were contained when they were made: no second recall for them.
-                bad = [n for n in nodes if not n.tainted and not n.contradicts]
+                # Claims before the cursor were found Red or convicted by an earlier pass.
+                start = lin.conviction_cursor.get((key, value), 0)
+                bad = [n for n in nodes[start:] if not n.tainted and not n.contradicts]
                 if not bad:
+                    ctx.notes.setdefault("cursor", []).append((key, value, len(nodes)))  # type: ignore[attr-defined]
                     continue
                 convicted.append((key, value))
                 fingerprint = bad[0].fingerprint
@@ -203,6 +209,10 @@ class LineageStage(Stage):
         if links is None:  # no claims: still a message others may answer or cite
             gen.add(env, (), delivered, self.cfg.confirm_support)
             return
+        lin = gen.lineage(env.conversation)
+        for key, value, upto in ctx.notes.get("cursor", ()):  # type: ignore[attr-defined]
+            if lin is not None:
+                lin.conviction_cursor[key, value] = upto
         for key, value in ctx.notes.get("convict", ()):  # type: ignore[attr-defined]
             for node in gen.convict(env.conversation, key, value):
                 record = state.records.setdefault(node.sender, [0, 0])

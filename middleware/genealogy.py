@@ -111,6 +111,11 @@ class Lineage:
     established: dict[str, set[str]] = field(default_factory=dict)
     # key -> values convicted by a grounded fact
     convicted: dict[str, set[str]] = field(default_factory=dict)
+    # key -> values some grounding source stated (never convicted)
+    grounded_values: dict[str, set[str]] = field(default_factory=dict)
+    # (key, value) -> how many of its claims a conviction pass already found not convictable
+    # (Red or convicted: that never changes), so the next pass starts after them
+    conviction_cursor: dict[tuple[str, str], int] = field(default_factory=dict)
     # with everything protected, eviction cannot make room: retry only past this size
     next_evict: int = 0
     # agent -> agents that built on its messages (via parents): who depends on whom
@@ -292,6 +297,8 @@ class Genealogy:
                     for value in link.contradicts
                     for other in lin.by_key[node.key].get(value, [])[-MAX_DERIVES:]
                 )
+            if link.grounded:
+                lin.grounded_values.setdefault(node.key, set()).add(node.value)
             confirmed = link.support >= confirm_support and not link.contradicts
             if not suspect and (link.grounded or confirmed):
                 lin.established.setdefault(node.key, set()).add(node.value)
@@ -344,6 +351,7 @@ class Genealogy:
             else:
                 lin.by_fingerprint.pop(fp, None)
             values = lin.by_key.get(key, {})
+            lin.conviction_cursor.pop((key, value), None)  # the list changed: rescan it
             left = [n for n in values.get(value, ()) if n.id not in gone]
             if left:
                 values[value] = left
