@@ -357,6 +357,8 @@ class Genealogy:
                 values[value] = left
             else:
                 values.pop(value, None)
+                if not values:
+                    lin.by_key.pop(key, None)
         return len(gone)
 
     @staticmethod
