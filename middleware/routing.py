@@ -1,9 +1,10 @@
 """Turns one inbound record into the output records every shell writes.
 
 The router is where bytes meet the core: decode (bad bytes become a dead-letter record with a
-reason), drop duplicates by message id, ask the core, then build the forwarded record (the
-original bytes plus verdict headers) and alert records. It does no I/O, so the Kafka sidecar
-and the in-process bus route identically.
+reason), drop duplicates by message id (within its conversation), ask the core, then build the
+forwarded record (the original bytes plus verdict headers) and the side records: alerts,
+recalls and feedback to the sender. It does no I/O, so the Kafka sidecar and the in-process
+bus route identically.
 """
 
 from __future__ import annotations
