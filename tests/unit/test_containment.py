@@ -39,18 +39,21 @@ class Team:
         kind: Kind = Kind.CHAT,
         parents: list[str] | None = None,
         recipients: list[str] | None = None,
+        conversation: str = "c",
+        ts: float | None = None,
         **meta: Any,
     ) -> Decision:
         self.n += 1
         env = Envelope(
             id=f"m-{self.n}",
-            conversation="c",
+            conversation=conversation,
             sender=sender,
             kind=kind,
             content="",
             claims=list(claims),
             parents=parents or [],
             recipients=recipients or [],
+            ts=ts,
             meta=meta,
         )
         d = self.core.decide(env)
@@ -296,26 +299,11 @@ def test_eviction_caps_a_conversation_but_keeps_held_and_red_lineage() -> None:
 
 
 def test_idle_conversations_expire_unless_they_hold_contained_claims() -> None:
-    c = core(conversation_ttl_s=100.0)
-    gen = c.state.genealogy
-
-    def say(i: int, conv: str, ts: float, claim: Claim, kind: Kind = Kind.CHAT) -> None:
-        c.decide(
-            Envelope(
-                id=f"m-{i}",
-                conversation=conv,
-                sender="a",
-                kind=kind,
-                content="",
-                claims=[claim],
-                ts=ts,
-                meta={"role": "summarizer"},
-            )
-        )
-
-    say(1, "quiet", 1000.0, REVENUE_TRUE, Kind.TOOL_RESULT)
-    say(2, "contained", 1000.0, RUMOR)  # held: hub under balanced
-    say(3, "busy", 2000.0, REVENUE_TRUE, Kind.TOOL_RESULT)
+    t = Team(conversation_ttl_s=100.0)
+    gen = t.core.state.genealogy
+    t.say("a", REVENUE_TRUE, kind=Kind.TOOL_RESULT, conversation="quiet", ts=1000.0)
+    t.say("a", RUMOR, conversation="contained", ts=1000.0, role="summarizer")  # held: a hub
+    t.say("a", REVENUE_TRUE, kind=Kind.TOOL_RESULT, conversation="busy", ts=2000.0)
     assert gen.expire() == ["quiet"]
     assert set(gen.lineages) == {"contained", "busy"}
 
@@ -423,43 +411,14 @@ def test_retry_count_follows_the_claims_that_caused_containment() -> None:
 
 
 def test_expired_conversations_take_their_retry_and_monitor_state_along() -> None:
-    c = core(policy="strict", conversation_ttl_s=10.0)
-    c.decide(
-        Envelope(
-            id="m-1",
-            conversation="old",
-            sender="a",
-            kind=Kind.CHAT,
-            content="",
-            claims=[RUMOR],
-            ts=100.0,
-        )
-    )
+    t = Team(policy="strict", conversation_ttl_s=10.0)
+    c = t.core
+    t.say("a", RUMOR, conversation="old", ts=100.0)
     c.state.genealogy.lineages["old"].protected = 0  # pretend it was released by a human
     assert any(k[0] == "old" for k in c.state.attempts)
-    c.decide(
-        Envelope(
-            id="m-2",
-            conversation="new",
-            sender="a",
-            kind=Kind.TOOL_RESULT,
-            content="",
-            claims=[REVENUE_TRUE],
-            ts=1000.0,
-        )
-    )
+    t.say("a", REVENUE_TRUE, kind=Kind.TOOL_RESULT, conversation="new", ts=1000.0)
     c.state.genealogy.expire()
-    c.decide(
-        Envelope(
-            id="m-3",
-            conversation="new",
-            sender="a",
-            kind=Kind.TOOL_RESULT,
-            content="",
-            claims=[REVENUE_TRUE],
-            ts=1001.0,
-        )
-    )
+    t.say("a", REVENUE_TRUE, kind=Kind.TOOL_RESULT, conversation="new", ts=1001.0)
     assert "old" not in c.state.genealogy.lineages
     assert not any(k[0] == "old" for k in c.state.attempts)
     assert "old" not in c.state.monitors
