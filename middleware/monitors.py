@@ -34,11 +34,8 @@ def agreement_map(lin: Lineage) -> dict[str, dict[str, object]]:
     """key -> {"values": {value: sorted agents}, "ratio": largest share} for a conversation."""
     out: dict[str, dict[str, object]] = {}
     for key, held in lin.latest.items():
-        groups: dict[str, list[str]] = {}
-        for agent, value in held.items():
-            groups.setdefault(value, []).append(agent)
         out[key] = {
-            "values": {v: sorted(a) for v, a in sorted(groups.items())},
+            "values": _groups(held),
             "ratio": _ratio(held),
         }
     return out
@@ -86,10 +83,8 @@ class MonitorStage(Stage):
 
     name = "monitors"
 
-    def __init__(self, cfg: MonitorsConfig, hub_roles: frozenset[str], min_dependents: int):
+    def __init__(self, cfg: MonitorsConfig) -> None:
         self.cfg = cfg
-        self.hub_roles = hub_roles
-        self.min_dependents = min_dependents
 
     def _watch(self, ctx: Context) -> _Watch:
         return ctx.state.monitors.get(ctx.envelope.conversation) or _Watch()
@@ -157,10 +152,7 @@ class MonitorStage(Stage):
                 watch.hub_push[key] = (hub, value, left - 1)
         if lin is None:
             return
-        role = env.meta.get("role") if env.meta else None
-        is_hub = role in self.hub_roles or ctx.state.genealogy.is_hub(
-            env.conversation, env.sender, self.min_dependents
-        )
+        is_hub = bool(ctx.notes.get("hub"))  # decided once by the lineage stage
         for claim in decision.claims:
             key = claim.key
             held = lin.latest.get(key, {})
@@ -198,7 +190,12 @@ class MonitorStage(Stage):
 
 
 def _describe(held: dict[str, str]) -> str:
+    return "; ".join(f"{v} ({', '.join(a)})" for v, a in _groups(held).items())
+
+
+def _groups(held: dict[str, str]) -> dict[str, list[str]]:
+    """value -> sorted agents holding it, values sorted."""
     groups: dict[str, list[str]] = {}
     for agent, value in held.items():
         groups.setdefault(value, []).append(agent)
-    return "; ".join(f"{v} ({', '.join(sorted(a))})" for v, a in sorted(groups.items()))
+    return {v: sorted(a) for v, a in sorted(groups.items())}

@@ -21,9 +21,7 @@ def build_core(config: Config, assume_delivered: bool = False) -> Core:
         c = config.containment
         stages += [LineageStage(c, assume_delivered=assume_delivered), ContainmentStage(c)]
         if config.monitors.enabled:
-            stages.append(
-                MonitorStage(config.monitors, frozenset(c.hub_roles), c.hub_min_dependents)
-            )
+            stages.append(MonitorStage(config.monitors))
     stages.append(MembershipStage())
     state = State(
         blocklist=dict(config.blocklist.agents),

@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from .config import Config
 from .core import Core
 from .decision import Decision, Verdict, decision_id
 from .dedupe import DedupeWindow
 from .envelope import Envelope, InvalidEnvelope, Kind, decode, encode
+from .pipeline import build_core
 
 HEADER_PREFIX = "ostracon-"
 H_VERDICT = "ostracon-verdict"
@@ -78,6 +80,16 @@ class Router:
         self.core = core
         self.max_message_bytes = max_message_bytes
         self.window = window
+
+    @classmethod
+    def from_config(cls, config: Config, core: Core | None = None) -> Router:
+        """The router every shell uses: the config's pipeline (or ``core``, given the config's
+        blocklist) with the configured size limit and dedupe window."""
+        if core is None:
+            core = build_core(config)
+        else:
+            core.state.blocklist.update(config.blocklist.agents)
+        return cls(core, config.limits.max_message_bytes, DedupeWindow(config.dedupe.window))
 
     def route(
         self,

@@ -27,10 +27,8 @@ from aiokafka.structs import ConsumerRecord
 from ..config import Config
 from ..core import Core
 from ..decision import Verdict
-from ..dedupe import DedupeWindow
 from ..envelope import InvalidEnvelope
 from ..logs import get_logger
-from ..pipeline import build_core
 from ..routing import H_DEDUPE, H_SOURCE, HEADER_PREFIX, Outcome, Output, Route, Router, header
 
 log = get_logger("ostracon.sidecar")
@@ -213,10 +211,9 @@ class Sidecar:
     ) -> None:
         self.config = config
         self.bootstrap = bootstrap
-        self.core = core or build_core(config)
-        self.core.state.blocklist.update(config.blocklist.agents)
-        self.window = DedupeWindow(config.dedupe.window)
-        self.router = Router(self.core, config.limits.max_message_bytes, self.window)
+        self.router = Router.from_config(config, core)
+        self.core = self.router.core
+        self.window = self.router.window
         self.on_outcome = on_outcome
         self.stats = Stats()
         t = config.topics

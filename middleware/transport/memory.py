@@ -14,9 +14,7 @@ from collections.abc import Callable, Sequence
 from ..config import Config
 from ..core import Core
 from ..decision import Decision
-from ..dedupe import DedupeWindow
 from ..envelope import Envelope, encode
-from ..pipeline import build_core
 from ..routing import Outcome, Output, Route, Router
 
 Handler = Callable[[Envelope, Decision], None]
@@ -29,13 +27,8 @@ class MemoryBus:
         self, config: Config | None = None, core: Core | None = None, retain: int = 10_000
     ) -> None:
         self.config = config or Config()
-        self.core = core or build_core(self.config)
-        self.core.state.blocklist.update(self.config.blocklist.agents)
-        self.router = Router(
-            self.core,
-            self.config.limits.max_message_bytes,
-            DedupeWindow(self.config.dedupe.window),
-        )
+        self.router = Router.from_config(self.config, core)
+        self.core = self.router.core
         self.topics: dict[Route, collections.deque[Output]] = {
             route: collections.deque(maxlen=retain) for route in Route
         }

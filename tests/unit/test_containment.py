@@ -12,7 +12,7 @@ from ostracon.core import Core
 from ostracon.decision import Decision, Label, Verdict
 from ostracon.envelope import Claim, Envelope, Kind, decode
 from ostracon.pipeline import build_core
-from ostracon.routing import H_VERDICT, Route, header
+from ostracon.routing import H_VERDICT, Outcome, Route, header
 from ostracon.transport.memory import MemoryBus
 
 REVENUE_TRUE = Claim("q3 revenue", "8.1M USD")
@@ -214,33 +214,16 @@ def test_grounded_contradiction_recalls_delivered_and_names_held_messages() -> N
 
 def test_router_emits_feedback_and_recall_records() -> None:
     bus = MemoryBus(Config(containment=ContainmentConfig(policy="balanced")))
-    inbox: list[Envelope] = []
-    bus.subscribe("analyst", lambda env, d: inbox.append(env))
-    bus.publish(
-        Envelope(
-            id="m-1", conversation="c", sender="analyst", kind=Kind.CHAT, content="", claims=[RUMOR]
+
+    def publish(n: int, sender: str, claim: Claim, kind: Kind = Kind.CHAT) -> Outcome:
+        env = Envelope(
+            id=f"m-{n}", conversation="c", sender=sender, kind=kind, content="", claims=[claim]
         )
-    )
-    bus.publish(
-        Envelope(
-            id="m-2",
-            conversation="c",
-            sender="tool",
-            kind=Kind.TOOL_RESULT,
-            content="",
-            claims=[REVENUE_TRUE],
-        )
-    )
-    blocked = bus.publish(
-        Envelope(
-            id="m-3",
-            conversation="c",
-            sender="analyst",
-            kind=Kind.CHAT,
-            content="",
-            claims=[REVENUE_FALSE],
-        )
-    )
+        return bus.publish(env)
+
+    publish(1, "analyst", RUMOR)
+    publish(2, "tool", REVENUE_TRUE, Kind.TOOL_RESULT)
+    blocked = publish(3, "analyst", REVENUE_FALSE)
     assert blocked.decision is not None and blocked.decision.verdict is Verdict.BLOCK
     routes = [o.route for o in blocked.outputs]
     assert routes == [Route.ALERTS, Route.DELIVERED, Route.QUARANTINE]
@@ -248,16 +231,7 @@ def test_router_emits_feedback_and_recall_records() -> None:
     assert feedback.sender == "ostracon" and feedback.recipients == ["analyst"]
     assert feedback.parents == ["m-3"] and feedback.kind is Kind.SYSTEM
     assert header(blocked.outputs[1].headers, H_VERDICT) == "deliver"
-    truth = bus.publish(
-        Envelope(
-            id="m-4",
-            conversation="c",
-            sender="tool",
-            kind=Kind.TOOL_RESULT,
-            content="",
-            claims=[Claim("competitor funding", "5M USD")],
-        )
-    )
+    truth = publish(4, "tool", Claim("competitor funding", "5M USD"), Kind.TOOL_RESULT)
     recall = next(o for o in truth.outputs if o.route is Route.RECALLS)
     assert msgspec.json.decode(recall.value)["message_id"] == "m-1"  # type: ignore[arg-type]
 
