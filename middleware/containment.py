@@ -8,8 +8,10 @@ labels them and scores their risk:
 - **Red**: contradicts an established (Green) value of the same key;
 - **Yellow**: neither: unverified.
 
-A grounding message that contradicts earlier ungrounded claims convicts them: delivered
-messages carrying them are recalled, held ones stay quarantined.
+A grounding message that contradicts earlier ungrounded claims convicts them, and so does a
+grounding sender's ``meta.refutes`` (a human denying a claim, an LLM judge refuting it):
+delivered messages carrying them are recalled, held ones stay quarantined, later repeats
+are Red.
 
 ``ContainmentStage`` turns labels into a verdict under the configured policy:
 low-intervention forwards Yellow tagged, balanced holds Yellow from hub agents (configured
@@ -25,7 +27,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from . import risk
-from .claims import DEFAULT_EXTRACTORS, Extractor, extract_claims
+from .claims import DEFAULT_EXTRACTORS, Extractor, extract_claims, make_claim
 from .config import ContainmentConfig
 from .core import Context, Stage
 from .decision import Alert, ClaimReport, Decision, Label, Recall, Severity, Verdict
@@ -58,12 +60,13 @@ class GroundedMatch:
 
 
 class GroundedContradiction:
-    """Red when the claim contradicts an established (grounded or confirmed) value."""
+    """Red when the claim contradicts an established (grounded or confirmed) value, or
+    repeats a value a grounding source refuted."""
 
     name = "grounded-contradiction"
 
     def verify(self, link: Link, ctx: Context) -> Label | None:
-        return Label.RED if link.contradicts else None
+        return Label.RED if link.contradicts or link.refuted else None
 
 
 class IndependentConfirmation:
@@ -81,6 +84,48 @@ class IndependentConfirmation:
 def default_verifiers(cfg: ContainmentConfig) -> tuple[Verifier, ...]:
     """In order: grounding wins, then contradiction, then independent confirmation."""
     return (GroundedMatch(), GroundedContradiction(), IndependentConfirmation(cfg.confirm_support))
+
+
+def refutations(ctx: Context) -> list[tuple[str, str]]:
+    """The normalized ``(key, value)`` pairs of ``meta.refutes``, when the sender may refute.
+
+    Only a grounding source (tool result, human, trusted sender: an LLM judge, a reviewer)
+    convicts by refutation; from anyone else, or malformed, it is alerted and ignored.
+    """
+    env = ctx.envelope
+    raw = env.meta["refutes"]
+    problem = ""
+    pairs: list[tuple[str, str]] = []
+    if not ctx.state.genealogy.grounds(env):
+        problem = f"{env.sender} is not a grounding source (tool_result, human or trusted)"
+    elif not isinstance(raw, list):
+        problem = "meta.refutes must be a list of {key, value} objects"
+    else:
+        for n, item in enumerate(raw):
+            key = item.get("key") if isinstance(item, dict) else None
+            if not isinstance(key, str) or not key or "value" not in item:
+                problem = f"meta.refutes[{n}] needs a non-empty string key and a value"
+                break
+            value = item["value"]
+            if not (value is None or isinstance(value, str | int | float | bool)):
+                problem = f"meta.refutes[{n}].value must be a string, number, boolean or null"
+                break
+            claim = make_claim(key, value, f"{key} = {value}", "refutes")
+            pairs.append((claim.key, claim.value))
+    if problem:
+        ctx.alert(
+            Alert(
+                kind="invalid-refutation",
+                severity=Severity.WARNING,
+                summary=f"refutation in {env.id} ignored: {problem}",
+                conversation=env.conversation,
+                agents=[env.sender],
+                evidence=[env.id],
+                rules=[LineageStage.name],
+            )
+        )
+        return []
+    return pairs
 
 
 class LineageStage(Stage):
@@ -105,10 +150,14 @@ class LineageStage(Stage):
     def run(self, ctx: Context) -> None:
         env = ctx.envelope
         claims = extract_claims(env, self.extractors)
-        if not claims:
-            return
         state = ctx.state
         gen = state.genealogy
+        refuted = refutations(ctx) if env.meta and "refutes" in env.meta else []
+        if not claims:
+            if refuted:
+                ctx.notes["links"] = ()
+                self._convict(ctx, (), refuted)
+            return
         links = gen.link(env, claims)
         role = env.meta.get("role") if env.meta else None
         hub = role in self.hub_roles or gen.is_hub(
@@ -148,55 +197,82 @@ class LineageStage(Stage):
         ctx.risk = max(r.risk for r in reports)
         ctx.notes["links"] = links
         ctx.notes["hub"] = hub
-        if gen.grounds(env):
-            self._convict(ctx, links)
+        if gen.grounds(env) or refuted:
+            self._convict(ctx, links, refuted)
 
-    def _convict(self, ctx: Context, links: Sequence[Link]) -> None:
-        """A grounded claim convicts the ungrounded claims that say otherwise."""
+    def _convict(
+        self, ctx: Context, links: Sequence[Link], refuted: Sequence[tuple[str, str]] = ()
+    ) -> None:
+        """A grounded claim convicts the ungrounded claims that say otherwise; a grounding
+        sender's ``meta.refutes`` convicts the named values."""
         env = ctx.envelope
         lin = ctx.state.genealogy.lineage(env.conversation)
         if lin is None:
             return
         convicted: list[tuple[str, str]] = []
-        for link in links:
+        targets: dict[tuple[str, str], str] = {}  # (key, value) -> why, each once
+        for link in links if ctx.state.genealogy.grounds(env) else ():
             key, truth = link.claim.key, link.claim.value
             values = lin.by_key.get(key, {})
             for value in lin.established.get(key, set()) - {truth}:
                 if value not in values:  # its claims were evicted: convict the summary alone
                     convicted.append((key, value))
-            # O(values of the key): grounded and already convicted values are skipped without
-            # looking at their claims, so each value's claims are scanned once, when convicted.
-            spared = lin.grounded_values.get(key, set()) | lin.convicted.get(key, set())
-            for value, nodes in values.items():
-                if value == truth or value in spared:
-                    continue  # a grounded value is never convicted
-                # Red claims were contained when they were made: no second recall for them.
-                # Claims before the cursor were found Red or convicted by an earlier pass.
-                start = lin.conviction_cursor.get((key, value), 0)
-                bad = [n for n in nodes[start:] if not n.tainted and not n.contradicts]
-                if not bad:
-                    ctx.notes.setdefault("cursor", []).append((key, value, len(nodes)))  # type: ignore[attr-defined]
-                    continue
-                convicted.append((key, value))
-                fingerprint = bad[0].fingerprint
-                delivered = sorted({n.message for n in bad if n.delivered})
-                held = sorted({n.message for n in bad if not n.delivered})
-                reason = f"{key} = {value} is contradicted by {env.kind.value} {env.id} ({truth})"
-                ctx.recalls.extend(
-                    Recall(env.conversation, mid, [fingerprint], reason) for mid in delivered
-                )
+            why = f"is contradicted by {env.kind.value} {env.id} ({truth})"
+            for value in values:
+                if value != truth:
+                    targets.setdefault((key, value), why)
+        for key, value in refuted:
+            if value in lin.grounded_values.get(key, ()):
                 ctx.alert(
                     Alert(
-                        kind="recall",
+                        kind="refutation-conflict",
                         severity=Severity.WARNING,
-                        summary=f"{reason}: recalling {len(delivered)} delivered message(s); "
-                        f"{len(held)} held one(s) stay quarantined",
+                        summary=f"{env.sender} refutes {key} = {value}, which a grounding "
+                        "source stated: not convicted; a human should decide",
                         conversation=env.conversation,
-                        agents=sorted({n.sender for n in bad}),
-                        evidence=[env.id, *delivered, *held],
+                        agents=[env.sender],
+                        evidence=[env.id],
                         rules=[self.name],
                     )
                 )
+            elif value not in lin.by_key.get(key, {}):
+                convicted.append((key, value))  # not said (or evicted): later repeats are Red
+            else:
+                targets.setdefault((key, value), f"is refuted by {env.sender} in {env.id}")
+        for (key, value), why in targets.items():
+            values = lin.by_key.get(key, {})
+            nodes = values[value]
+            # O(values of the key): grounded and already convicted values are skipped without
+            # looking at their claims, so each value's claims are scanned once, when convicted.
+            if value in lin.grounded_values.get(key, ()) or value in lin.convicted.get(key, ()):
+                continue  # a grounded value is never convicted
+            # Red claims were contained when they were made: no second recall for them.
+            # Claims before the cursor were found Red or convicted by an earlier pass.
+            start = lin.conviction_cursor.get((key, value), 0)
+            bad = [n for n in nodes[start:] if not n.tainted and not n.contradicts]
+            if not bad:
+                ctx.notes.setdefault("cursor", []).append((key, value, len(nodes)))  # type: ignore[attr-defined]
+                continue
+            convicted.append((key, value))
+            fingerprint = bad[0].fingerprint
+            delivered = sorted({n.message for n in bad if n.delivered})
+            held = sorted({n.message for n in bad if not n.delivered})
+            reason = f"{key} = {value} {why}"
+            ctx.recalls.extend(
+                Recall(env.conversation, mid, [fingerprint], reason) for mid in delivered
+            )
+            ctx.alert(
+                Alert(
+                    kind="recall",
+                    severity=Severity.WARNING,
+                    summary=f"{reason}: recalling {len(delivered)} delivered message(s); "
+                    f"{len(held)} held one(s) stay quarantined",
+                    conversation=env.conversation,
+                    agents=sorted({n.sender for n in bad}),
+                    evidence=[env.id, *delivered, *held],
+                    rules=[self.name],
+                )
+            )
         if convicted:
             ctx.notes["convict"] = convicted
 
@@ -265,7 +341,13 @@ class ContainmentStage(Stage):
         names = ", ".join(f"{c.key} = {c.value}" for c in offending)
         limit = self.cfg.max_retries
         if red:
-            against = "; ".join(f"{c.key} = {' | '.join(c.contradicts)}" for c in red)
+            why = "; ".join(
+                f"{c.key} = {c.value} contradicts the established "
+                f"{c.key} = {' | '.join(c.contradicts)}"
+                if c.contradicts
+                else f"{c.key} = {c.value} was refuted by a grounding source"
+                for c in red
+            )
             if attempts >= limit:
                 ctx.propose(
                     self.name,
@@ -273,13 +355,10 @@ class ContainmentStage(Stage):
                     f"circuit breaker: {names} contradicted {attempts} times; dropped",
                 )
             else:
-                ctx.propose(
-                    self.name, Verdict.BLOCK, f"red: {names} contradicts the established {against}"
-                )
+                ctx.propose(self.name, Verdict.BLOCK, f"red: {why}")
                 ctx.feedback = (
-                    f"ostracon blocked your message {env.id}: {names} contradicts the "
-                    f"established {against}. Check the source and correct it "
-                    f"(attempt {attempts + 1} of {limit})."
+                    f"ostracon blocked your message {env.id}: {why}. Check the source and "
+                    f"correct it (attempt {attempts + 1} of {limit})."
                 )
             self._alert(ctx, "red-claim", Severity.CRITICAL, f"blocked {names} from {env.sender}")
             return
@@ -298,6 +377,7 @@ class ContainmentStage(Stage):
             ctx.notes["suspect"] = True
         elif hold:
             ctx.propose(self.name, Verdict.HOLD, f"yellow: {names} is unverified")
+            ctx.tags["unverified"] = keys  # what a verifier on the quarantine topic should check
             ctx.feedback = (
                 f"ostracon held your message {env.id}: {names} is not backed by a tool result, "
                 f"a human or a trusted source. Cite the message it comes from in "

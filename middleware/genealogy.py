@@ -150,6 +150,7 @@ class Link:
     support: int  # independent sources: distinct model families among the claim's roots
     contradicts: tuple[str, ...]  # established values of the same key it disagrees with
     reach: int  # distinct agents asserting this fingerprint, the sender included
+    refuted: bool = False  # a grounding source refuted this value earlier (meta.refutes)
 
 
 class Genealogy:
@@ -215,10 +216,12 @@ class Genealogy:
                 support = len(fams) + (family not in fams)
             grounded = grounded or self._cites_grounding(lin, claim, env)
             contradicts: tuple[str, ...] = ()
+            refuted = False
             if lin is not None:
                 est = lin.established.get(claim.key)
                 if est and claim.value not in est:
                     contradicts = tuple(sorted(est))
+                refuted = claim.value in lin.convicted.get(claim.key, ()) and not grounded
             senders = lin.senders.get(claim.fingerprint, set()) if lin else set()
             reach = len(senders) + (env.sender not in senders)
             links.append(
@@ -232,6 +235,7 @@ class Genealogy:
                     support,
                     contradicts,
                     reach,
+                    refuted,
                 )
             )
         return links
@@ -284,12 +288,13 @@ class Genealogy:
             node = ClaimNode(link, env, family, lin.seq, delivered)
             self._count_spread(lin, link, node, len(readers) if delivered else 0)
             node.suspect = suspect
+            node.tainted = link.refuted  # repeats a convicted value: as convicted as the rest
             lin.claims[node.id] = node
             lin.by_fingerprint.setdefault(node.fingerprint, []).append(node)
             lin.senders.setdefault(node.fingerprint, set()).add(node.sender)
             lin.by_key.setdefault(node.key, {}).setdefault(node.value, []).append(node)
             # Red or circuit-broken claims are no independent source of anything.
-            if not link.derives and not suspect and not link.contradicts:
+            if not link.derives and not suspect and not link.contradicts and not link.refuted:
                 lin.root_families.setdefault(node.fingerprint, set()).add(family)
             if link.contradicts:
                 node.contradicts = tuple(
@@ -299,12 +304,14 @@ class Genealogy:
                 )
             if link.grounded:
                 lin.grounded_values.setdefault(node.key, set()).add(node.value)
-            confirmed = link.support >= confirm_support and not link.contradicts
+            confirmed = (
+                link.support >= confirm_support and not link.contradicts and not link.refuted
+            )
             if not suspect and (link.grounded or confirmed):
                 lin.established.setdefault(node.key, set()).add(node.value)
             nodes.append(node)
         lin.messages[env.id] = MessageNode(env, tuple(n.id for n in nodes), delivered)
-        if nodes and (not delivered or any(n.contradicts for n in nodes)):
+        if nodes and (not delivered or any(n.contradicts or n.tainted for n in nodes)):
             lin.protected += 1
         if env.ts:
             lin.last_ts = max(lin.last_ts, env.ts)

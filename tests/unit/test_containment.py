@@ -133,8 +133,10 @@ def test_policies_route_yellow(policy: str, role: str, expected: Verdict) -> Non
     d = t.say("agent", RUMOR, role=role)
     assert label(d) is Label.YELLOW
     assert d.verdict is expected
+    # Held or forwarded, the unverified keys are tagged: a verifier reads them from headers.
+    assert d.tags == {"unverified": "competitor funding"}
     if expected is Verdict.DELIVER_TAGGED:
-        assert d.tags == {"unverified": "competitor funding"} and not d.feedback
+        assert not d.feedback
     else:
         assert "not backed by a tool result" in d.feedback
         assert [a.kind for a in d.alerts] == ["contained-claim"]
@@ -396,3 +398,65 @@ def test_expired_conversations_take_their_retry_and_monitor_state_along() -> Non
     assert "old" not in c.state.genealogy.lineages
     assert not any(k[0] == "old" for k in c.state.attempts)
     assert "old" not in c.state.monitors
+
+
+# ---------------------------------------------------------------- refutation (meta.refutes)
+
+
+def test_a_human_refutation_recalls_delivered_repeats_and_later_repeats_are_red() -> None:
+    t = Team(policy="low-intervention")
+    t.say("gossip", RUMOR)  # m-1, delivered tagged
+    t.say("writer", RUMOR, parents=["m-1"])  # m-2, a delivered repeat
+    deny = t.say(
+        "reviewer",
+        kind=Kind.HUMAN,
+        refutes=[{"key": "Competitor funding", "value": "$50M"}],  # normalized like claims
+    )
+    assert deny.verdict is Verdict.DELIVER
+    assert sorted(r.message_id for r in deny.recalls) == ["m-1", "m-2"]
+    (alert,) = [a for a in deny.alerts if a.kind == "recall"]
+    assert "is refuted by reviewer in m-3" in alert.summary
+    again = t.say("late", RUMOR, parents=["m-2"])
+    assert again.verdict is Verdict.BLOCK and label(again) is Label.RED
+    assert "was refuted by a grounding source" in (again.feedback or "")
+    # Already convicted: a second refutation recalls nothing twice.
+    assert t.say("reviewer", kind=Kind.HUMAN, refutes=[RUMOR_REFUTED]).recalls == []
+
+
+RUMOR_REFUTED = {"key": "competitor funding", "value": "50M USD"}
+
+
+def test_a_refutation_before_the_claim_makes_its_first_statement_red() -> None:
+    t = Team(trusted_sources=["llm-judge"])
+    t.say("planner", Claim("launch date", "2024-03-05"))  # the conversation exists
+    t.say("llm-judge", kind=Kind.CHAT, refutes=[RUMOR_REFUTED])  # trusted: may refute
+    first = t.say("gossip", RUMOR)
+    assert label(first) is Label.RED and first.verdict is Verdict.BLOCK
+
+
+def test_refutations_from_non_grounding_senders_or_malformed_are_alerted_and_ignored() -> None:
+    t = Team(policy="low-intervention")
+    t.say("gossip", RUMOR)
+    rival = t.say("rival", refutes=[RUMOR_REFUTED])
+    assert rival.recalls == []
+    (alert,) = rival.alerts
+    assert alert.kind == "invalid-refutation" and "not a grounding source" in alert.summary
+    for bad, why in [
+        ("competitor funding", "must be a list"),
+        ([{"key": "", "value": 1}], "refutes[0] needs a non-empty string key"),
+        ([RUMOR_REFUTED, {"key": "x"}], "refutes[1] needs"),
+        ([{"key": "x", "value": [1]}], "refutes[0].value must be"),
+    ]:
+        d = t.say("reviewer", kind=Kind.HUMAN, refutes=bad)
+        assert d.recalls == [], bad
+        assert [a.kind for a in d.alerts] == ["invalid-refutation"], bad
+        assert why in d.alerts[0].summary, bad
+    assert label(t.say("writer", RUMOR, parents=["m-1"])) is Label.YELLOW  # still not convicted
+
+
+def test_a_refutation_of_a_grounded_value_is_not_convicted_but_alerted() -> None:
+    t = Team()
+    t.say("finance-tool", REVENUE_TRUE, kind=Kind.TOOL_RESULT)
+    d = t.say("reviewer", kind=Kind.HUMAN, refutes=[{"key": "q3 revenue", "value": "8.1M USD"}])
+    assert d.recalls == [] and [a.kind for a in d.alerts] == ["refutation-conflict"]
+    assert label(t.say("writer", REVENUE_TRUE, parents=["m-1"])) is Label.GREEN
