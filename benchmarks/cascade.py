@@ -75,7 +75,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import networkx as nx
 from rich.console import Console
@@ -707,6 +707,71 @@ def print_markdown(rows: list[Row], summary: list[Means]) -> None:
         print("| " + " | ".join(c) + " |")
 
 
+def sweep(args: argparse.Namespace, p: Params, cfg: Config) -> list[Row]:
+    """Every scenario (topology x size x seed position x claim type) under one setting."""
+    return [
+        scenario(name, n, pos, claim, args.seeds, p, cfg)
+        for name in args.topologies
+        for n in args.sizes
+        for pos in POSITIONS
+        for claim in CLAIM_TYPES
+    ]
+
+
+AGENT_MODELS = {  # name -> (heed, tagged)
+    "ignore feedback and tags": (0.0, 1.0),
+    "heed feedback 0.5": (0.5, 1.0),
+    "heed feedback 0.5, tagged adoption 0.5": (0.5, 0.5),
+}
+
+
+def grid(args: argparse.Namespace, p: Params, console: Console) -> int:
+    """One summary row per policy x agent model: where the target holds, and where not."""
+    headers = [
+        "policy",
+        "agents",
+        "containment (all)",
+        "red",
+        "yellow",
+        "honest held",
+        "LLM calls",
+        "target",
+    ]
+    lines = []
+    for policy in ("low-intervention", "balanced", "strict"):
+        cfg = Config(containment=ContainmentConfig(policy=policy))
+        for model, (heed, tagged) in AGENT_MODELS.items():
+            q = replace(p, policy=policy, heed=heed, tagged=tagged)
+            rows = sweep(args, q, cfg)
+            honest = sum(r.honest for r in rows)
+            held = sum(r.honest_held for r in rows)
+            mean = statistics.fmean(r.containment for r in rows)
+            ok = mean >= 0.97 and held <= 0.01 * honest
+            by = {
+                c: statistics.fmean(r.containment for r in rows if r.claim == c)
+                for c in CLAIM_TYPES
+            }
+            lines.append(
+                [
+                    policy,
+                    model,
+                    f"{mean:.3f}",
+                    f"{by['red']:.3f}",
+                    f"{by['yellow']:.3f}",
+                    f"{held} of {honest} ({100 * held / max(honest, 1):.3f}%)",
+                    str(sum(r.llm_calls for r in rows)),
+                    "met" if ok else "not met",
+                ]
+            )
+            console.print(" | ".join(lines[-1]), markup=False)
+    if args.markdown:
+        print("| " + " | ".join(headers) + " |")
+        print("|---|---|" + "---:|" * (len(headers) - 3) + "---|")
+        for line in lines:
+            print("| " + " | ".join(line) + " |")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument(
@@ -733,6 +798,18 @@ def main(argv: list[str] | None = None) -> int:
         default=Params.tagged,
         help="factor on β for false claims received in tagged messages (default 1)",
     )
+    ap.add_argument(
+        "--hold-risk",
+        type=float,
+        default=None,
+        help="containment.hold_risk for balanced (default: the config default)",
+    )
+    ap.add_argument(
+        "--grid",
+        action="store_true",
+        help="summary only, for every policy x agent model (ignore feedback; heed it half "
+        "the time; also discount tagged claims by half)",
+    )
     ap.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     ap.add_argument("--verbose", action="store_true", help="verdicts of false-claim messages")
     args = ap.parse_args(argv)
@@ -749,7 +826,12 @@ def main(argv: list[str] | None = None) -> int:
         args.heed_feedback,
         args.tagged_adoption,
     )
-    cfg = Config(containment=ContainmentConfig(policy=args.policy))
+    cfg = Config(
+        containment=ContainmentConfig(
+            policy=args.policy,
+            hold_risk=args.hold_risk if args.hold_risk is not None else ContainmentConfig.hold_risk,
+        )
+    )
     console = Console(stderr=args.markdown, width=max(132, Console().width))
 
     checked, problems = check_templates()
@@ -763,13 +845,10 @@ def main(argv: list[str] | None = None) -> int:
         markup=False,
     )
 
+    if args.grid:
+        return grid(args, p, console)
     started = time.perf_counter()
-    rows = []
-    for name in args.topologies:
-        for n in args.sizes:
-            for pos in POSITIONS:
-                for claim in CLAIM_TYPES:
-                    rows.append(scenario(name, n, pos, claim, args.seeds, p, cfg))
+    rows = sweep(args, p, cfg)
     elapsed = time.perf_counter() - started
     summary = means(rows)
     title = (

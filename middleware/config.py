@@ -93,6 +93,10 @@ class ContainmentConfig(_Section, frozen=True):
         ]
     )
     hub_min_dependents: PositiveInt = 2  # agents building on a sender's messages -> hub
+    # balanced also holds a Yellow claim whose propagation risk reaches this (docs/risk.md):
+    # 0.4 = a hub's claim, or one already spreading (3+ agents over 2+ hops; one hop sooner
+    # from a sender whose earlier claims were Red); 1.0 turns it off (hubs only)
+    hold_risk: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.4
     trusted_sources: list[str] = []  # senders whose claims are grounded by definition
     confirm_support: PositiveInt = 2  # independent sources (distinct model families) -> Green
     max_retries: PositiveInt = 3  # contained attempts of one claim before the circuit breaker

@@ -15,7 +15,8 @@ are Red.
 
 ``ContainmentStage`` turns labels into a verdict under the configured policy:
 low-intervention forwards Yellow tagged, balanced holds Yellow from hub agents (configured
-roles or observed hubs), strict holds all Yellow; Red is always blocked with feedback to the
+roles or observed hubs) and Yellow whose propagation risk reaches ``hold_risk`` (it is
+spreading), strict holds all Yellow; Red is always blocked with feedback to the
 sender. After ``max_retries`` contained attempts of the same claim the circuit breaker drops
 a persistent Red without more feedback and forwards a persistent Yellow tagged high-risk,
 never grounding anything.
@@ -363,7 +364,8 @@ class ContainmentStage(Stage):
             self._alert(ctx, "red-claim", Severity.CRITICAL, f"blocked {names} from {env.sender}")
             return
         hold = self.cfg.policy == "strict" or (
-            self.cfg.policy == "balanced" and bool(ctx.notes.get("hub"))
+            self.cfg.policy == "balanced"
+            and (bool(ctx.notes.get("hub")) or max(c.risk for c in yellow) >= self.cfg.hold_risk)
         )
         keys = ",".join(sorted({c.key for c in yellow}))
         if hold and attempts >= limit:

@@ -460,3 +460,25 @@ def test_a_refutation_of_a_grounded_value_is_not_convicted_but_alerted() -> None
     d = t.say("reviewer", kind=Kind.HUMAN, refutes=[{"key": "q3 revenue", "value": "8.1M USD"}])
     assert d.recalls == [] and [a.kind for a in d.alerts] == ["refutation-conflict"]
     assert label(t.say("writer", REVENUE_TRUE, parents=["m-1"])) is Label.GREEN
+
+
+def test_balanced_holds_a_yellow_claim_once_it_spreads_or_from_a_sender_with_a_bad_record() -> None:
+    t = Team(policy="balanced")
+    assert t.say("a", RUMOR).verdict is Verdict.DELIVER_TAGGED  # m-1: risk 0.3
+    assert t.say("b", RUMOR, parents=["m-1"]).verdict is Verdict.DELIVER_TAGGED  # m-2: 0.35
+    third = t.say("c", RUMOR, parents=["m-2"])  # 3 agents, 2 hops: risk 0.4
+    assert third.claims[0].risk >= 0.4 and third.claims[0].components["hub"] == 0.0
+    assert third.verdict is Verdict.HOLD
+    # A sender whose claims were Red is held one hop earlier: its first repeat is held.
+    t.say("tool", REVENUE_TRUE, kind=Kind.TOOL_RESULT)  # m-4
+    assert t.say("liar", REVENUE_FALSE).verdict is Verdict.BLOCK  # m-5
+    office = Claim("office count", "7")
+    t.say("d", office)  # m-6
+    assert t.say("e", office, parents=["m-6"]).verdict is Verdict.DELIVER_TAGGED  # clean record
+    d = t.say("liar", office, parents=["m-6"])
+    assert d.claims[0].components["reputation"] > 0 and d.verdict is Verdict.HOLD
+    # hold_risk 1.0: hubs only, as the policy was before the risk threshold.
+    off = Team(policy="balanced", hold_risk=1.0)
+    off.say("a", RUMOR)
+    off.say("b", RUMOR, parents=["m-1"])
+    assert off.say("c", RUMOR, parents=["m-2"]).verdict is Verdict.DELIVER_TAGGED
