@@ -829,7 +829,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = Config(
         containment=ContainmentConfig(
             policy=args.policy,
-            hold_risk=args.hold_risk if args.hold_risk is not None else ContainmentConfig.hold_risk,
+            hold_risk=args.hold_risk
+            if args.hold_risk is not None
+            else ContainmentConfig().hold_risk,
         )
     )
     console = Console(stderr=args.markdown, width=max(132, Console().width))

@@ -191,7 +191,9 @@ class Genealogy:
                 known = {c.id for c in seen}
                 for parent in env.parents:
                     msg = lin.messages.get(parent)
-                    for pid in msg.claims if msg is not None else ():
+                    if msg is None or not msg.visible_to(env.sender):
+                        continue  # citing what one never received inherits nothing
+                    for pid in msg.claims:
                         pc = lin.claims.get(pid)
                         if (
                             pc is not None
@@ -551,8 +553,7 @@ def _seen(lin: Lineage, claim: ClaimNode, env: Envelope) -> bool:
     """Could ``env``'s sender have read this claim before writing ``env``?
 
     Convicted claims count: a repeat of one still descends from it (and inherits no grounding).
+    Citing a message in ``parents`` is no proof of having read it: visibility decides.
     """
-    if claim.message in env.parents:
-        return True
     msg = lin.messages.get(claim.message)
     return msg is not None and msg.visible_to(env.sender)

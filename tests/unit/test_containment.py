@@ -482,3 +482,14 @@ def test_balanced_holds_a_yellow_claim_once_it_spreads_or_from_a_sender_with_a_b
     off.say("a", RUMOR)
     off.say("b", RUMOR, parents=["m-1"])
     assert off.say("c", RUMOR, parents=["m-2"]).verdict is Verdict.DELIVER_TAGGED
+
+
+def test_citing_a_message_one_never_received_inherits_no_grounding() -> None:
+    t = Team(policy="strict")
+    t.say("finance-tool", RUMOR, kind=Kind.TOOL_RESULT, recipients=["analyst"])  # m-1
+    insider = t.say("analyst", RUMOR, parents=["m-1"], recipients=["boss"])
+    assert label(insider) is Label.GREEN and insider.verdict is Verdict.DELIVER
+    outsider = t.say("outsider", RUMOR, parents=["m-1"], recipients=["boss"])
+    # A new root, not a repeat of the tool result: it only counts as a second source.
+    assert outsider.claims[0].grounded is False
+    assert outsider.claims[0].depth == 0 and outsider.claims[0].origins == ["c:m-3#0"]
