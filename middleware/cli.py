@@ -93,6 +93,45 @@ def replay(
 
 
 @app.command()
+def judge(
+    config: Annotated[
+        Path,
+        typer.Option("--config", "-c", help="YAML config file with judge.enabled: true."),
+    ],
+) -> None:
+    """Run the optional LLM judge: check held claims with an OpenAI-compatible endpoint.
+
+    Consumes the quarantine topic of the sidecar's broker (kafka.bootstrap_servers) and
+    publishes its verdicts to the first inbound topic as tool results. Exits 2 when the
+    judge is disabled, httpx is missing or no broker address is configured.
+    """
+    try:
+        cfg = load_config(config)
+    except ConfigError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    problem = ""
+    if not cfg.judge.enabled:
+        problem = f"{config}: judge.enabled is false; set it to true to run the judge"
+    elif cfg.kafka.bootstrap_servers is None:
+        problem = f"{config}: the judge needs kafka.bootstrap_servers (the sidecar's broker)"
+    else:
+        try:
+            import httpx  # noqa: F401
+        except ImportError:
+            problem = "the judge needs httpx: pip install 'ostracon[judge]'"
+    if problem:
+        from rich.markup import escape  # "[judge]" is not markup
+
+        err.print(f"[red]error:[/red] {escape(problem)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
+    configure(cfg.log.level, cfg.log.format)
+    from .judge import run_judge
+
+    asyncio.run(run_judge(cfg))
+
+
+@app.command()
 def version() -> None:
     """Print the ostracon version."""
     typer.echo(f"ostracon {__version__}")

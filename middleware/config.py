@@ -117,6 +117,18 @@ class MonitorsConfig(_Section, frozen=True):
     min_recovery: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.05  # floor for delta
 
 
+class JudgeConfig(_Section, frozen=True):
+    """The optional LLM-judge agent (see ostracon.judge); off by default."""
+
+    enabled: bool = False
+    endpoint: str = "http://127.0.0.1:8000/v1"  # OpenAI-compatible base URL
+    model: str = "gpt-4o-mini"
+    api_key_env: str = "OPENAI_API_KEY"  # env var holding the API key; unset = no auth header
+    name: str = "llm-judge"  # the judge's sender name on the bus
+    timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    max_concurrency: PositiveInt = 4  # claims judged at once
+
+
 class LogConfig(_Section, frozen=True):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "console"] = "json"
@@ -135,6 +147,7 @@ class Config(_Section, frozen=True):
     blocklist: BlocklistConfig = BlocklistConfig()
     containment: ContainmentConfig = ContainmentConfig()
     monitors: MonitorsConfig = MonitorsConfig()
+    judge: JudgeConfig = JudgeConfig()
     log: LogConfig = LogConfig()
     embedded: EmbeddedConfig = EmbeddedConfig()
 
