@@ -103,6 +103,7 @@ class ContainmentConfig(_Section, frozen=True):
     # Eviction (never of held, blocked, Red or convicted lineage; see docs/risk.md)
     max_claims_per_conversation: PositiveInt = 200_000
     conversation_ttl_s: Annotated[float, msgspec.Meta(gt=0)] = 86_400.0  # in message time
+    max_conversations: PositiveInt = 100_000  # beyond: least recently active unprotected go
 
 
 class MonitorsConfig(_Section, frozen=True):

@@ -18,6 +18,7 @@ state and says what a message's claims would be; :meth:`Genealogy.add` records t
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import sys
 from collections.abc import Sequence
@@ -133,6 +134,7 @@ class Lineage:
     recoveries: int = 0  # of those, later asserting another value for the key
     seq: int = 0
     last_ts: float = 0.0  # newest message time seen (the core has no clock)
+    last_add: int = 0  # Genealogy's message count at this conversation's latest message
     # held, blocked, Red or convicted claims: such a lineage is never evicted
     protected: int = 0
 
@@ -161,11 +163,13 @@ class Genealogy:
         trusted: Sequence[str] = (),
         max_claims: int = 200_000,
         ttl: float = 86_400.0,
+        max_conversations: int = 100_000,
     ) -> None:
         self.lineages: dict[str, Lineage] = {}
         self.trusted = frozenset(trusted)  # senders whose claims are grounded by definition
         self.max_claims = max_claims  # per conversation; see evict()
         self.ttl = ttl  # seconds of message time a conversation may stay idle; see expire()
+        self.max_conversations = max_conversations  # least recently active go first; expire()
         self.now = 0.0  # newest message time seen in any conversation
         self._adds = 0
         self.expired: list[str] = []  # dropped conversations, for other state to follow
@@ -313,6 +317,7 @@ class Genealogy:
                 lin.established.setdefault(node.key, set()).add(node.value)
             nodes.append(node)
         lin.messages[env.id] = MessageNode(env, tuple(n.id for n in nodes), delivered)
+        lin.last_add = self._adds
         if nodes and (not delivered or any(n.contradicts or n.tainted for n in nodes)):
             lin.protected += 1
         if env.ts:
@@ -382,13 +387,25 @@ class Genealogy:
             del lin.messages[mid]
 
     def expire(self) -> list[str]:
-        """Drop conversations idle for longer than ``ttl`` (message time) and unprotected."""
+        """Drop unprotected conversations idle for longer than ``ttl`` (message time), then,
+        above ``max_conversations``, the least recently active unprotected ones (this also
+        bounds conversations whose messages carry no ``ts``). Runs every 4096 messages, so
+        the cap may be exceeded by that many between runs."""
         cutoff = self.now - self.ttl
         old = [
             c
             for c, lin in self.lineages.items()
             if lin.last_ts and lin.last_ts < cutoff and not lin.protected
         ]
+        excess = len(self.lineages) - len(old) - self.max_conversations
+        if excess > 0:
+            gone = set(old)
+            idle = (
+                (lin.last_add, c)
+                for c, lin in self.lineages.items()
+                if not lin.protected and c not in gone
+            )
+            old += [c for _, c in heapq.nsmallest(excess, idle)]
         for conv in old:
             del self.lineages[conv]
         self.expired.extend(old)

@@ -29,6 +29,7 @@ def build_core(config: Config, assume_delivered: bool = False) -> Core:
             config.containment.trusted_sources,
             config.containment.max_claims_per_conversation,
             config.containment.conversation_ttl_s,
+            config.containment.max_conversations,
         ),
     )
     return Core(stages, state)

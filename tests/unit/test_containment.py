@@ -284,6 +284,18 @@ def test_idle_conversations_expire_unless_they_hold_contained_claims() -> None:
     assert set(gen.lineages) == {"contained", "busy"}
 
 
+def test_conversations_without_timestamps_are_bounded_least_recently_active_first() -> None:
+    t = Team(max_conversations=2)
+    gen = t.core.state.genealogy
+    t.say("a", REVENUE_TRUE, kind=Kind.TOOL_RESULT, conversation="old")  # no ts: no TTL
+    t.say("a", RUMOR, conversation="contained", role="summarizer")  # held: protected
+    t.say("a", REVENUE_TRUE, kind=Kind.TOOL_RESULT, conversation="newer")
+    t.say("a", REVENUE_TRUE, kind=Kind.TOOL_RESULT, conversation="old")  # active again
+    t.say("a", REVENUE_TRUE, kind=Kind.TOOL_RESULT, conversation="newest")
+    assert gen.expire() == ["newer", "old"]  # two over the cap; the held one stays
+    assert set(gen.lineages) == {"contained", "newest"}
+
+
 def test_a_cited_source_is_found_however_many_repeats_came_between() -> None:
     """More repeats than the genealogy scans (64) sit between a tool result and a hub that
     cites it: the hub's claim still derives from the cited, grounded one."""
