@@ -131,6 +131,31 @@ def judge(
     asyncio.run(run_judge(cfg))
 
 
+rules_app = typer.Typer(help="Validate, test and explain rule files.", no_args_is_help=True)
+app.add_typer(rules_app, name="rules")
+
+
+@rules_app.command("validate")
+def rules_validate(
+    paths: Annotated[
+        list[Path], typer.Argument(help="Rule files or directories of *.yaml, in load order.")
+    ],
+) -> None:
+    """Load, merge and type-check rule files; exit 1 with file:line:col and a hint."""
+    from .rules import load_rules
+
+    try:
+        ruleset = load_rules(paths)
+    except ConfigError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True, markup=True)
+        raise typer.Exit(1) from None
+    enabled = len(ruleset.enabled)
+    typer.echo(
+        f"ok: {len(ruleset.files)} file(s), {len(ruleset.rules)} rule(s) ({enabled} enabled), "
+        f"{len(ruleset.macros)} macro(s), {len(ruleset.lists)} list(s)"
+    )
+
+
 @app.command()
 def version() -> None:
     """Print the ostracon version."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 import msgspec
 import yaml
@@ -118,6 +118,12 @@ class MonitorsConfig(_Section, frozen=True):
     min_recovery: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.05  # floor for delta
 
 
+class RulesConfig(_Section, frozen=True):
+    """Rule files (see ostracon.rules): files or directories of *.yaml, loaded in order."""
+
+    paths: list[str] = []
+
+
 class JudgeConfig(_Section, frozen=True):
     """The optional LLM-judge agent (see ostracon.judge); off by default."""
 
@@ -148,6 +154,7 @@ class Config(_Section, frozen=True):
     blocklist: BlocklistConfig = BlocklistConfig()
     containment: ContainmentConfig = ContainmentConfig()
     monitors: MonitorsConfig = MonitorsConfig()
+    rules: RulesConfig = RulesConfig()
     judge: JudgeConfig = JudgeConfig()
     log: LogConfig = LogConfig()
     embedded: EmbeddedConfig = EmbeddedConfig()
@@ -189,8 +196,12 @@ _PATH_RE = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 _FIELD_RE = re.compile(r"(?:unknown|required) field `(?P<field>[^`]+)`")
 
 
-def parse_config(text: str, file: str = "<config>") -> Config:
-    """Decode YAML text into a :class:`Config`, raising positioned :class:`ConfigError`."""
+T = TypeVar("T")
+
+
+def decode_yaml(text: str, file: str, type_: type[T]) -> tuple[T, yaml.Node] | None:
+    """Decode YAML text into ``type_`` (None for an empty document), or raise a
+    :class:`ConfigError` naming the line and the field. Also used for rule files."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
@@ -199,9 +210,9 @@ def parse_config(text: str, file: str = "<config>") -> Config:
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(file, line, "", f"invalid YAML: {problem}") from None
     if root is None:
-        return Config()
+        return None
     try:
-        config = msgspec.yaml.decode(text.encode(), type=Config)
+        return msgspec.yaml.decode(text.encode(), type=type_), root
     except msgspec.ValidationError as exc:
         message = str(exc)
         m = _PATH_RE.search(message)
@@ -215,6 +226,14 @@ def parse_config(text: str, file: str = "<config>") -> Config:
         raise ConfigError(file, line, field.replace(".[", "["), problem) from None
     except msgspec.DecodeError as exc:  # YAML the safe loader refuses (e.g. python tags)
         raise ConfigError(file, None, "", f"invalid YAML: {exc}") from None
+
+
+def parse_config(text: str, file: str = "<config>") -> Config:
+    """Decode YAML text into a :class:`Config`, raising positioned :class:`ConfigError`."""
+    decoded = decode_yaml(text, file, Config)
+    if decoded is None:
+        return Config()
+    config, root = decoded
     k = config.kafka
     if k.heartbeat_interval_ms >= k.session_timeout_ms:
         raise ConfigError(

@@ -12,6 +12,7 @@ restrictive one proposed. Later layers (claims, genealogy, risk, rules, byzantin
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +57,7 @@ class State:
     # agent -> [claims asserted, claims found Red]: reputation observed by ostracon
     records: dict[str, list[int]] = field(default_factory=dict)
     monitors: dict[str, Any] = field(default_factory=dict)  # conversation -> monitor memory
+    rates: dict[str, deque[float]] = field(default_factory=dict)  # sender -> recent ts (rules)
 
     def touch_conversation(self, name: str) -> ConversationState:
         """The conversation's state, marked most recently active (creates it; observe only)."""

@@ -22,6 +22,10 @@ def build_core(config: Config, assume_delivered: bool = False) -> Core:
         stages += [LineageStage(c, assume_delivered=assume_delivered), ContainmentStage(c)]
         if config.monitors.enabled:
             stages.append(MonitorStage(config.monitors))
+    if config.rules.paths:
+        from .rules import RulesStage, load_rules
+
+        stages.append(RulesStage(load_rules(config.rules.paths)))
     stages.append(MembershipStage())
     state = State(
         blocklist=dict(config.blocklist.agents),
