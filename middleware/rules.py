@@ -624,6 +624,11 @@ class RulesStage(Stage):
     name = "rules"
 
     def __init__(self, ruleset: RuleSet) -> None:
+        self.swap(ruleset)
+
+    def swap(self, ruleset: RuleSet) -> None:
+        """Replace the rule set (hot reload). Called between messages, so each message sees
+        one set; rate-limit memory is kept (it is keyed by sender, not by rule)."""
         self.ruleset = ruleset
         self.rules = ruleset.enabled
         self.rate_rules = [r for r in self.rules if r.actions.rate_limit is not None]
