@@ -81,15 +81,26 @@ def replay(
         Path | None,
         typer.Option("--config", "-c", help="YAML config file; omitted = all defaults."),
     ] = None,
+    rules: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--rules",
+            "-r",
+            help="What-if: candidate rule file or directory (repeat, or a comma-separated "
+            "list) replacing the config's rules.paths; prints the messages that would change.",
+        ),
+    ] = None,
 ) -> None:
     """Replay a recorded transcript through the core; rank the root causes of false claims.
 
     Writes genealogy.json, genealogy.graphml and a self-contained genealogy.html.
-    Unusable input or config exits 2 with the file and line or item.
+    With --rules, also replays it with the candidate rules and shows what would change
+    (the outputs and the ranking stay those of the current rules).
+    Unusable input, config or rules exit 2 with the file and line or item.
     """
     from .replay import main as replay_main
 
-    raise typer.Exit(replay_main(file, fmt, out, config))
+    raise typer.Exit(replay_main(file, fmt, out, config, rules))
 
 
 @app.command()
@@ -154,6 +165,72 @@ def rules_validate(
         f"ok: {len(ruleset.files)} file(s), {len(ruleset.rules)} rule(s) ({enabled} enabled), "
         f"{len(ruleset.macros)} macro(s), {len(ruleset.lists)} list(s)"
     )
+
+
+@rules_app.command("test")
+def rules_test(
+    paths: Annotated[
+        list[Path], typer.Argument(help="Test files, or directories of them (*.yaml, recursive).")
+    ],
+) -> None:
+    """Run rule test cases (format: rules/README.md): a PASS/FAIL line per case.
+
+    Exit 0 when all pass, 1 when a case fails, 2 for an unusable test or rule file.
+    """
+    from rich.markup import escape
+
+    from .rules_testing import main
+
+    def fail(message: str) -> None:
+        err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+
+    raise typer.Exit(main(paths, typer.echo, fail))
+
+
+@rules_app.command("explain")
+def rules_explain(
+    message: Annotated[Path, typer.Argument(help="One envelope, as JSON or YAML.")],
+    rules: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--rules", "-r", help="Rule file or directory (repeat); default: the config's."
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="YAML config file; omitted = all defaults."),
+    ] = None,
+    history: Annotated[
+        Path | None,
+        typer.Option("--history", help="Envelopes decided first: JSONL or a YAML/JSON list."),
+    ] = None,
+) -> None:
+    """Show how each rule evaluates one message: operands, field values, exceptions, the
+    winner and the final verdict. The message's conversation defaults to "test", its kind
+    to "chat" and its content to "". Unusable input exits 2."""
+    import msgspec
+    from rich.markup import escape
+
+    from .config import RulesConfig
+    from .pipeline import build_core
+    from .rules import explain
+    from .rules_testing import load_envelope, load_history, print_explanation
+
+    try:
+        cfg = load_config(config)
+        if rules:
+            cfg = msgspec.structs.replace(cfg, rules=RulesConfig(paths=[str(p) for p in rules]))
+        if not cfg.rules.paths:
+            raise ConfigError(str(config or "--rules"), None, "", "no rule files: give --rules")
+        core = build_core(cfg)
+        before = load_history(history) if history else []
+        env = load_envelope(message)
+    except ConfigError as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    for past in before:
+        core.decide(past)
+    print_explanation(explain(core, env), Console(highlight=False))
 
 
 @app.command()

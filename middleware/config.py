@@ -122,6 +122,11 @@ class RulesConfig(_Section, frozen=True):
     """Rule files (see ostracon.rules): files or directories of *.yaml, loaded in order."""
 
     paths: list[str] = []
+    # Hot reload (see ostracon.reload): poll the files for changes and swap the new set in
+    # between messages; a broken file keeps the old set and raises an alert. SIGHUP always
+    # reloads, even with this off.
+    reload: bool = True
+    reload_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 1.0  # how often files are polled
 
 
 class JudgeConfig(_Section, frozen=True):

@@ -154,16 +154,17 @@ class LineageStage(Stage):
         state = ctx.state
         gen = state.genealogy
         refuted = refutations(ctx) if env.meta and "refutes" in env.meta else []
+        role = env.meta.get("role") if env.meta else None
+        hub = role in self.hub_roles or gen.is_hub(
+            env.conversation, env.sender, self.cfg.hub_min_dependents
+        )
+        ctx.notes["hub"] = hub  # for monitors and rules, whether or not the message has claims
         if not claims:
             if refuted:
                 ctx.notes["links"] = ()
                 self._convict(ctx, (), refuted)
             return
         links = gen.link(env, claims)
-        role = env.meta.get("role") if env.meta else None
-        hub = role in self.hub_roles or gen.is_hub(
-            env.conversation, env.sender, self.cfg.hub_min_dependents
-        )
         record = state.records.get(env.sender)
         bad_ratio = record[1] / (record[0] + 1) if record else 0.0
         reports = []
@@ -197,7 +198,6 @@ class LineageStage(Stage):
         ctx.claims = reports
         ctx.risk = max(r.risk for r in reports)
         ctx.notes["links"] = links
-        ctx.notes["hub"] = hub
         if gen.grounds(env) or refuted:
             self._convict(ctx, links, refuted)
 

@@ -26,6 +26,15 @@ Beware the ``user`` role: it makes a message a human one, i.e. a grounding sourc
 (AutoGen's view from a receiving agent) label *other agents* ``user``; a warning is given when
 several names share the ``user``/``human`` role, since their claims were all taken as grounded.
 
+What-if (``--rules CANDIDATE``)
+-------------------------------
+The transcript is decided a second time on a fresh core whose config has ``rules.paths``
+replaced by the candidate files or directories, and every step is compared: a message is
+listed when its verdict or the set of rules that fired on it differs (a candidate rule can
+change later decisions too, through rate limits or the circuit breaker's count of held
+attempts), with the verdict totals under each. The genealogy files and the ranking are
+those of the current rules. Candidate rules that do not load exit 2 with their position.
+
 Root-cause attribution
 ----------------------
 Candidates are the **root claims** (a claim's ``origins``) of claims that ended Red, were
@@ -73,6 +82,7 @@ from rich.console import Console
 
 from .claims import ExtractedClaim, extract_claims
 from .config import Config, ConfigError, load_config
+from .core import Core
 from .decision import ClaimReport, Decision, Label, Verdict
 from .envelope import Envelope, InvalidEnvelope, Kind, decode
 from .genealogy import SCAN, ClaimNode, Genealogy, Lineage
@@ -488,19 +498,7 @@ def replay(
 ) -> Replay:
     """Decide every envelope in order through the real core and attribute the damage."""
     cfg = config if config is not None else Config()
-    core = build_core(cfg, assume_delivered=True)
-    seen: set[tuple[str, str]] = set()
-    steps: list[Step] = []
-    duplicates = 0
-    for env in envelopes:
-        key = (env.conversation, env.id)
-        if key in seen:
-            duplicates += 1
-        else:
-            seen.add(key)
-            steps.append(Step(len(steps), env, core.decide(env)))
-        if advance is not None:
-            advance()
+    steps, core, duplicates = decide_all(envelopes, cfg, advance)
     result = Replay(source, shape, steps, core.state.genealogy, duplicates)
     if duplicates:
         result.warnings.append(
@@ -516,6 +514,28 @@ def replay(
         )
     result.candidates = attribute(result)
     return result
+
+
+def decide_all(
+    envelopes: Iterable[Envelope], config: Config, advance: Callable[[], None] | None = None
+) -> tuple[list[Step], Core, int]:
+    """Decide every envelope in order on a fresh core (``assume_delivered``), skipping a
+    repeated (conversation, id) as the sidecar's de-duplication would: the steps, the core
+    and the number skipped."""
+    core = build_core(config, assume_delivered=True)
+    seen: set[tuple[str, str]] = set()
+    steps: list[Step] = []
+    duplicates = 0
+    for env in envelopes:
+        key = (env.conversation, env.id)
+        if key in seen:
+            duplicates += 1
+        else:
+            seen.add(key)
+            steps.append(Step(len(steps), env, core.decide(env)))
+        if advance is not None:
+            advance()
+    return steps, core, duplicates
 
 
 def _id_clashes(steps: Sequence[Step]) -> list[str]:
@@ -1146,6 +1166,124 @@ def _highlight(content: str, spans: list[tuple[str, str]]) -> str:
     return "".join(out)
 
 
+# ============================================================================ what-if
+
+
+@dataclass
+class Change:
+    """A message whose verdict or set of fired rules differs under the candidate rules."""
+
+    step: int
+    message: str
+    conversation: str
+    sender: str
+    current: Verdict
+    candidate: Verdict
+    current_rules: list[str]
+    candidate_rules: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "id": self.message,
+            "conversation": self.conversation,
+            "sender": self.sender,
+            "verdict": {"current": self.current.value, "candidate": self.candidate.value},
+            "rules": {"current": self.current_rules, "candidate": self.candidate_rules},
+        }
+
+
+@dataclass
+class WhatIf:
+    """The same transcript decided under the current and under candidate rules."""
+
+    current_rules: list[str]  # rule paths (the config's rules.paths; maybe none)
+    candidate_rules: list[str]
+    current: Counter[Verdict]  # verdict -> messages
+    candidate: Counter[Verdict]
+    changes: list[Change]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``what_if`` object of ``--format json``."""
+        return {
+            "current": {
+                "rules": self.current_rules,
+                "decisions": {v.value: self.current[v] for v in Verdict if self.current[v]},
+            },
+            "candidate": {
+                "rules": self.candidate_rules,
+                "decisions": {v.value: self.candidate[v] for v in Verdict if self.candidate[v]},
+            },
+            "totals": {
+                v.value: {
+                    "current": self.current[v],
+                    "candidate": self.candidate[v],
+                    "change": self.candidate[v] - self.current[v],
+                }
+                for v in Verdict
+                if self.current[v] or self.candidate[v]
+            },
+            "changed": len(self.changes),
+            "changes": [c.to_dict() for c in self.changes],
+        }
+
+
+def fired_rules(decision: Decision) -> list[str]:
+    """The rules that fired on a decision, in evaluation order (``rule:<name>`` entries)."""
+    return [r[5:] for r in decision.rules if r.startswith("rule:")]
+
+
+def with_rules(config: Config, paths: Sequence[str | Path]) -> Config:
+    """``config`` with ``rules.paths`` replaced by ``paths`` (the rest of it unchanged)."""
+    rules = msgspec.structs.replace(config.rules, paths=[str(p) for p in paths])
+    return msgspec.structs.replace(config, rules=rules)
+
+
+def what_if(
+    current: Sequence[Step],
+    candidate: Sequence[Step],
+    current_rules: Sequence[str] = (),
+    candidate_rules: Sequence[str] = (),
+) -> WhatIf:
+    """Compare two replays of the same transcript, step by step.
+
+    Both start from a fresh core, so a candidate rule can change later decisions too (the
+    circuit breaker counts held attempts; rate limits count messages): every step is compared.
+    """
+    if len(current) != len(candidate):
+        raise ValueError(f"replays differ in length: {len(current)} != {len(candidate)}")
+    changes = []
+    for a, b in zip(current, candidate, strict=True):
+        da, db = a.decision, b.decision
+        ra, rb = fired_rules(da), fired_rules(db)
+        if da.verdict is not db.verdict or set(ra) != set(rb):
+            env = a.envelope
+            changes.append(
+                Change(
+                    a.index, env.id, env.conversation, env.sender, da.verdict, db.verdict, ra, rb
+                )
+            )
+    return WhatIf(
+        list(current_rules),
+        list(candidate_rules),
+        Counter(s.decision.verdict for s in current),
+        Counter(s.decision.verdict for s in candidate),
+        changes,
+    )
+
+
+def rule_paths(values: Iterable[str | Path]) -> list[str]:
+    """``--rules`` values: each a file or directory, or a comma-separated list of them (a
+    value that names an existing path is never split)."""
+    out: list[str] = []
+    for value in map(str, values):
+        if "," in value and not Path(value).exists():
+            out += [v.strip() for v in value.split(",") if v.strip()]
+        else:
+            out.append(value)
+    return out
+
+
 # ============================================================================ command line
 
 
@@ -1160,38 +1298,68 @@ def replay_file(
     return rep
 
 
-def main(file: Path, fmt: str = "text", out: Path | None = None, config: Path | None = None) -> int:
-    """``ostracon replay``: returns the exit code (2 for unusable input or config)."""
+def main(
+    file: Path,
+    fmt: str = "text",
+    out: Path | None = None,
+    config: Path | None = None,
+    rules: Sequence[str | Path] | None = None,
+) -> int:
+    """``ostracon replay``: returns the exit code (2 for unusable input, config or rules).
+
+    With ``rules`` (candidate rule files or directories) the transcript is also replayed with
+    them in place of the config's ``rules.paths`` and the differences are reported (what-if);
+    the genealogy outputs and the ranking stay those of the current rules.
+    """
     from rich.markup import escape
 
     err = Console(stderr=True)
-    try:
-        cfg = load_config(config)
-        transcript = load_transcript(file, cfg.limits.max_message_bytes)
-    except (ConfigError, ReplayInputError) as exc:
+
+    def fail(exc: Exception | str) -> int:
         err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
+
+    candidate = rule_paths(rules) if rules is not None else None
+    try:
+        cfg = load_config(config)
+        if candidate is not None:
+            from .rules import load_rules
+
+            if not candidate:
+                return fail("--rules: no rule files given")
+            if not load_rules(candidate).files:
+                return fail(f"--rules {', '.join(candidate)}: no rule files (*.yaml) found")
+        transcript = load_transcript(file, cfg.limits.max_message_bytes)
+    except (ConfigError, ReplayInputError) as exc:
+        return fail(exc)
     envelopes = transcript.envelopes
     if not envelopes:
-        err.print(f"[red]error:[/red] {escape(str(file))}: no messages to replay", highlight=False)
-        return 2
-    with ExitStack() as stack:
-        advance: Callable[[], None] | None = None
-        if len(envelopes) > PROGRESS_ABOVE:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+        return fail(f"{file}: no messages to replay")
+    runs = 1 if candidate is None else 2
+    try:
+        with ExitStack() as stack:
+            advance: Callable[[], None] | None = None
+            if len(envelopes) * runs > PROGRESS_ABOVE:
+                from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-            bar = stack.enter_context(
-                Progress(
-                    TextColumn("replaying"),
-                    BarColumn(),
-                    MofNCompleteColumn(),
-                    console=err,
-                    transient=True,
+                bar = stack.enter_context(
+                    Progress(
+                        TextColumn("replaying"),
+                        BarColumn(),
+                        MofNCompleteColumn(),
+                        console=err,
+                        transient=True,
+                    )
                 )
-            )
-            task = bar.add_task("replay", total=len(envelopes))
-            advance = partial(bar.advance, task)
-        rep = replay(envelopes, cfg, advance, str(file), transcript.shape)
+                task = bar.add_task("replay", total=len(envelopes) * runs)
+                advance = partial(bar.advance, task)
+            rep = replay(envelopes, cfg, advance, str(file), transcript.shape)
+            diff = None
+            if candidate is not None:
+                steps, _, _ = decide_all(envelopes, with_rules(cfg, candidate), advance)
+                diff = what_if(rep.steps, steps, cfg.rules.paths, candidate)
+    except ConfigError as exc:  # the config's own rules.paths are loaded by the core
+        return fail(exc)
     rep.warnings[:0] = transcript.warnings
     for w in rep.warnings:
         err.print(f"[yellow]warning:[/yellow] {escape(w)}", highlight=False, soft_wrap=True)
@@ -1202,9 +1370,15 @@ def main(file: Path, fmt: str = "text", out: Path | None = None, config: Path | 
         err.print(f"[red]error:[/red] cannot write {escape(str(out_dir))}: {escape(str(exc))}")
         return 1
     if fmt == "json":
-        print(json.dumps(summary(rep, outputs)))
+        doc = summary(rep, outputs)
+        if diff is not None:
+            doc["what_if"] = diff.to_dict()
+        print(json.dumps(doc))
         return 0
-    _print_text(rep, outputs, Console())
+    console = Console()
+    _print_text(rep, outputs, console)
+    if diff is not None:
+        _print_what_if(diff, console)
     return 0
 
 
@@ -1262,3 +1436,68 @@ def _print_text(rep: Replay, outputs: dict[str, str], console: Console) -> None:
     console.print("\nOutputs:")
     for kind, path in outputs.items():
         console.print(Text(f"  {kind:<8} {path}"), soft_wrap=True)
+
+
+WHAT_IF_ROWS = 100  # changed messages listed in text; --format json lists all
+
+
+def _print_what_if(diff: WhatIf, console: Console) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    def names(paths: Sequence[str]) -> str:
+        return ", ".join(paths) if paths else "none"
+
+    console.print()
+    console.print(
+        Text(
+            f"What if: candidate rules {names(diff.candidate_rules)} "
+            f"instead of the current ({names(diff.current_rules)})",
+            style="bold",
+        ),
+        soft_wrap=True,
+    )
+    if not diff.changes:
+        console.print("No message would be decided differently.")
+    else:
+        table = Table(
+            title=f"{len(diff.changes)} message(s) would change (verdict: current -> candidate)",
+            title_justify="left",
+            box=None,
+            padding=(0, 1),
+        )
+        table.add_column("step", justify="right", no_wrap=True)
+        table.add_column("id", overflow="fold")
+        table.add_column("sender", overflow="fold")
+        table.add_column("verdict", no_wrap=True)
+        table.add_column("rules fired: current", ratio=1, overflow="fold")
+        table.add_column("candidate", ratio=1, overflow="fold")
+        for c in diff.changes[:WHAT_IF_ROWS]:
+            verdict = Text(c.current.value)
+            if c.candidate is not c.current:
+                verdict.append(" -> ")
+                verdict.append(c.candidate.value, style="bold")
+            else:
+                verdict.append(" (same)", style="dim")
+            table.add_row(  # one rule per line: rule names are long and unbreakable
+                str(c.step),
+                Text(c.message),
+                Text(c.sender),
+                verdict,
+                Text("\n".join(c.current_rules) or "-"),
+                Text("\n".join(c.candidate_rules) or "-"),
+            )
+        console.print(table)
+        if len(diff.changes) > WHAT_IF_ROWS:
+            more = len(diff.changes) - WHAT_IF_ROWS
+            console.print(f"... and {more} more (--format json lists all)")
+    totals = Table(title="Verdicts", title_justify="left")
+    totals.add_column("verdict")
+    totals.add_column("current", justify="right")
+    totals.add_column("candidate", justify="right")
+    totals.add_column("change", justify="right")
+    for v in Verdict:
+        a, b = diff.current[v], diff.candidate[v]
+        if a or b:
+            totals.add_row(v.value, str(a), str(b), f"{b - a:+d}" if b != a else "0")
+    console.print(totals)

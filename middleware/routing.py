@@ -17,7 +17,7 @@ import msgspec
 
 from .config import Config
 from .core import Core
-from .decision import Decision, Verdict, decision_id
+from .decision import Alert, Decision, Verdict, decision_id
 from .dedupe import DedupeWindow
 from .envelope import Envelope, InvalidEnvelope, Kind, decode, encode
 from .pipeline import build_core
@@ -183,6 +183,12 @@ def forward(
     # input as done.
     outputs.append(Output(route, ckey, value, out_headers))
     return outputs
+
+
+def alert_output(alert: Alert) -> Output:
+    """A standalone alert record, not caused by one input (e.g. a failed rules reload)."""
+    key = alert.conversation.encode() if alert.conversation else None
+    return Output(Route.ALERTS, key, _alert_encoder.encode(alert), [])
 
 
 FEEDBACK_SENDER = "ostracon"

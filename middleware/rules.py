@@ -43,6 +43,7 @@ import re
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -52,8 +53,9 @@ import yaml
 from . import __version__
 from .conditions import Compiler, Condition, ConditionError, Field, Schema, Type
 from .config import ConfigError, _locate, decode_yaml
-from .core import Context, Stage
+from .core import Context, Core, Stage, decide
 from .decision import Accusation, Alert, Decision, Label, Severity, StageOutcome, Verdict
+from .envelope import Envelope
 
 # --------------------------------------------------------------------------------------------
 # File schema
@@ -154,15 +156,48 @@ class RuleError(ConfigError):
 # What conditions can read
 
 
+_UNSET: Any = object()  # a derived fact not computed yet for this message
+
+
 class Facts:
-    """What a rule sees of one message: the envelope and what earlier stages found."""
+    """What a rule sees of one message: the envelope and what earlier stages found.
 
-    __slots__ = ("ctx", "env", "rate")
+    Facts derived from the claims or the state (labels, lineage, components, reputation,
+    disputed keys, the rate) are computed on first read and kept for the other rules of the
+    message: many rules read the same few, and most rule sets never read some of them.
+    """
 
-    def __init__(self, ctx: Context, rate: int = 0) -> None:
+    __slots__ = (
+        "_components",
+        "_count",
+        "_depth",
+        "_disputed",
+        "_labels",
+        "_rate",
+        "_reputation",
+        "_sources",
+        "ctx",
+        "env",
+    )
+
+    def __init__(self, ctx: Context, rate: int = 0, count: Callable[[], int] | None = None) -> None:
         self.ctx = ctx
         self.env = ctx.envelope
-        self.rate = rate  # the sender's messages in the conversation's recent window
+        # The sender's messages in the recent window: ``rate``, or ``count()`` on first read
+        # (counting scans the sender's window; most rule sets never read it).
+        self._rate = rate if count is None else _UNSET
+        self._count = count
+        self._labels = self._depth = self._sources = _UNSET
+        self._reputation = self._disputed = _UNSET
+        self._components: dict[str, float] | None = None
+
+    @property
+    def rate(self) -> int:
+        v = self._rate
+        if v is _UNSET:
+            assert self._count is not None
+            v = self._rate = self._count()
+        return v  # type: ignore[no-any-return]
 
 
 def _record(ctx: Context) -> list[int] | None:
@@ -170,39 +205,60 @@ def _record(ctx: Context) -> list[int] | None:
 
 
 def _reputation(f: Facts) -> float:
-    rec = _record(f.ctx)
-    return round(1.0 - rec[1] / (rec[0] + 1), 3) if rec else 1.0
+    v = f._reputation
+    if v is _UNSET:
+        rec = _record(f.ctx)
+        v = f._reputation = round(1.0 - rec[1] / (rec[0] + 1), 3) if rec else 1.0
+    return v  # type: ignore[no-any-return]
 
 
 def _lineage_depth(f: Facts) -> int:
-    return max((c.depth for c in f.ctx.claims), default=0)
+    v = f._depth
+    if v is _UNSET:
+        v = f._depth = max((c.depth for c in f.ctx.claims), default=0)
+    return v  # type: ignore[no-any-return]
 
 
 def _sources(f: Facts) -> int | None:
-    claims = f.ctx.claims
-    return min(c.support for c in claims) if claims else None
+    v = f._sources
+    if v is _UNSET:
+        claims = f.ctx.claims
+        v = f._sources = min(c.support for c in claims) if claims else None
+    return v  # type: ignore[no-any-return]
 
 
 def _labels(f: Facts) -> list[str]:
-    return sorted({c.label.value for c in f.ctx.claims})
+    v = f._labels
+    if v is _UNSET:
+        v = f._labels = sorted({c.label.value for c in f.ctx.claims})
+    return v  # type: ignore[no-any-return]
 
 
 def _disputed(f: Facts) -> list[str]:
     """Keys of this message's claims on which another agent's latest value differs."""
+    cached = f._disputed
+    if cached is not _UNSET:
+        return cached  # type: ignore[no-any-return]
+    out: list[str] = []
     lin = f.ctx.state.genealogy.lineage(f.env.conversation)
-    if lin is None:
-        return []
-    out = []
-    for c in f.ctx.claims:
-        held = lin.latest.get(c.key)
-        if held and any(v != c.value for a, v in held.items() if a != f.env.sender):
-            out.append(c.key)
+    if lin is not None:
+        for c in f.ctx.claims:
+            held = lin.latest.get(c.key)
+            if held and any(v != c.value for a, v in held.items() if a != f.env.sender):
+                out.append(c.key)
+    f._disputed = out
     return out
 
 
 def _component(name: str) -> Callable[[Facts], float]:
     def get(f: Facts) -> float:
-        return max((c.components.get(name, 0.0) for c in f.ctx.claims), default=0.0)
+        memo = f._components
+        if memo is None:
+            memo = f._components = {}
+        v = memo.get(name)
+        if v is None:
+            v = memo[name] = max((c.components.get(name, 0.0) for c in f.ctx.claims), default=0.0)
+        return v
 
     return get
 
@@ -600,22 +656,74 @@ def _meta_getter(key: str) -> Callable[[Facts], Any]:
 
 def render(template: str, facts: Facts, rule: str) -> str:
     """Fill ``{field}`` placeholders (checked at load); never evaluates anything."""
+    pieces = _pieces(template)
+    if len(pieces) == 1:
+        return pieces[0][0]
+    out = []
+    for text, ref in pieces:
+        out.append(text)
+        if ref:
+            out.append(_fill(ref, facts, rule))
+    return "".join(out)
 
-    def one(m: re.Match[str]) -> str:
-        ref = m.group(1)
-        if ref == "rule":
-            return rule
-        if ref == "claims":
-            return ", ".join(
-                f"{c.key} = {c.value}" for c in facts.ctx.claims if c.label is not Label.GREEN
-            )
-        if ref.startswith("meta."):
-            value = facts.env.meta.get(ref[5:]) if facts.env.meta else None
-        else:
-            value = SCHEMA[ref].get(facts)
-        return "" if value is None else str(value)
 
-    return _TEMPLATE.sub(one, template)
+@lru_cache(maxsize=1024)
+def _pieces(template: str) -> tuple[tuple[str, str], ...]:
+    """(text, placeholder) pairs of a template, the last one with no placeholder: parsed
+    once per template (re.sub with a callback per message cost more than the rest of an
+    alert)."""
+    out, pos = [], 0
+    for m in _TEMPLATE.finditer(template):
+        out.append((template[pos : m.start()], m.group(1)))
+        pos = m.end()
+    out.append((template[pos:], ""))
+    return tuple(out)
+
+
+def _fill(ref: str, facts: Facts, rule: str) -> str:
+    if ref == "rule":
+        return rule
+    if ref == "claims":
+        return ", ".join(
+            f"{c.key} = {c.value}" for c in facts.ctx.claims if c.label is not Label.GREEN
+        )
+    if ref.startswith("meta."):
+        value = facts.env.meta.get(ref[5:]) if facts.env.meta else None
+    else:
+        value = SCHEMA[ref].get(facts)
+    return "" if value is None else str(value)
+
+
+# What a fired rule proposes: the rule, its verdict (None: actions only) and the reason.
+Proposal = tuple[Rule, Verdict | None, str]
+
+
+class _Plan:
+    """What ``RulesStage.run`` needs of one rule, computed once per rule set."""
+
+    __slots__ = ("effects", "exceptions", "fn", "rule", "stage", "static")
+
+    rule: Rule
+    fn: Callable[[Any], Any]  # rule.condition.fn
+    exceptions: bool  # exempt() has something to check
+    stage: str  # "rule:<name>"
+    effects: bool  # an alert or accusation: what _side_effects() does
+    static: tuple[Proposal, StageOutcome] | None  # None: a rate limit decides per message
+
+    @classmethod
+    def of(cls, rule: Rule) -> _Plan:
+        p = cls()
+        p.rule, p.fn, p.exceptions = rule, rule.condition.fn, bool(rule.exceptions)
+        p.stage = f"rule:{rule.name}"
+        p.effects = rule.actions.alert is not None or rule.actions.accuse is not None
+        # Without a rate limit a rule always proposes the same (as RulesStage.propose would);
+        # its trail entry is a frozen struct that every decision can share.
+        p.static = None
+        if rule.actions.rate_limit is None:
+            reason = rule.reason or rule.description or f"rule {rule.name}"
+            outcome = StageOutcome(p.stage, rule.verdict or Verdict.DELIVER, reason)
+            p.static = (rule, rule.verdict, reason), outcome
+        return p
 
 
 class RulesStage(Stage):
@@ -639,34 +747,41 @@ class RulesStage(Stage):
         self.depth = 1 + max(
             (r.actions.rate_limit.max for r in self.rate_rules if r.actions.rate_limit), default=0
         )
+        self._plan = [_Plan.of(r) for r in self.rules]
+
+    def facts(self, ctx: Context) -> Facts:
+        """What the rules see of this message (the rate window is counted only when used)."""
+        if not self.rate_rules:
+            return Facts(ctx)
+        return Facts(ctx, count=partial(self._count, ctx, self.window))
 
     def run(self, ctx: Context) -> None:
-        facts = Facts(ctx, self._count(ctx, self.window) if self.rate_rules else 0)
-        fired: list[Rule] = []
-        for rule in self.rules:
-            if rule.condition.fn(facts) and rule.exempt(facts) is None:
-                fired.append(rule)
+        facts = self.facts(ctx)
+        # Hot loop: one call per rule that does not fire, nothing allocated for it;
+        # exempt() only for a true condition of a rule with exceptions.
+        fired = [
+            p
+            for p in self._plan
+            if p.fn(facts) and (not p.exceptions or p.rule.exempt(facts) is None)
+        ]
         if not fired:
             return
-        winner: tuple[int, int, str] | None = None
-        chosen: tuple[Rule, Verdict, str] | None = None
-        for rule in fired:
-            verdict, reason = rule.verdict, rule.reason
-            limit = rule.actions.rate_limit
-            if limit is not None and self._count(ctx, limit.window_s) >= limit.max:
-                lv = Verdict(limit.then)
-                if verdict is None or lv.severity > verdict.severity:
-                    verdict, reason = lv, f"rate limit: over {limit.max} in {limit.window_s:g}s"
-            reason = reason or (rule.description or f"rule {rule.name}")
-            ctx.rules.append(f"rule:{rule.name}")
-            ctx.trail.append(StageOutcome(f"rule:{rule.name}", verdict or Verdict.DELIVER, reason))
-            if verdict is not None:
-                rank = (rule.priority, verdict.severity, rule.name)
-                if winner is None or rank[:2] > winner[:2]:
-                    winner, chosen = rank, (rule, verdict, reason)
-            self._side_effects(ctx, facts, rule)
+        proposals = []
+        for p in fired:
+            if p.static is None:  # a rate limit: the verdict depends on the sender's rate
+                proposal = self.propose(ctx, p.rule)
+                outcome = StageOutcome(p.stage, proposal[1] or Verdict.DELIVER, proposal[2])
+            else:
+                proposal, outcome = p.static
+            proposals.append(proposal)
+            ctx.rules.append(p.stage)
+            ctx.trail.append(outcome)
+            if p.effects:
+                self._side_effects(ctx, facts, p.rule)
+        chosen = self.winner(proposals)
         if chosen is not None:
             rule, verdict, reason = chosen
+            assert verdict is not None  # winner() only picks proposals with a verdict
             ctx.reasons.append(f"rule {rule.name}: {reason}")
             if verdict.severity > ctx.verdict.severity:
                 ctx.verdict = verdict
@@ -674,9 +789,32 @@ class RulesStage(Stage):
                 ctx.tags.update(rule.actions.tag)
             if verdict is Verdict.BLOCK and rule.actions.block and rule.actions.block.feedback:
                 ctx.feedback = render(rule.actions.block.feedback, facts, rule.name)
-            if verdict is Verdict.HOLD and rule.actions.hold is not None:
-                gate = rule.actions.hold
+            gate = rule.actions.hold
+            if verdict is Verdict.HOLD and gate and (gate.validators or gate.quorum > 1):
+                # a quorum gate: validators (and the byzantine layer) read it from the headers
                 ctx.tags["quorum"] = f"{gate.quorum}/{','.join(gate.validators) or '*'}"
+
+    def propose(self, ctx: Context, rule: Rule) -> Proposal:
+        """What a fired rule proposes: its verdict (escalated by its rate limit) and reason."""
+        verdict, reason = rule.verdict, rule.reason
+        limit = rule.actions.rate_limit
+        if limit is not None and self._count(ctx, limit.window_s) >= limit.max:
+            lv = Verdict(limit.then)
+            if verdict is None or lv.severity > verdict.severity:
+                verdict, reason = lv, f"rate limit: over {limit.max} in {limit.window_s:g}s"
+        return rule, verdict, reason or (rule.description or f"rule {rule.name}")
+
+    @staticmethod
+    def winner(proposals: Iterable[Proposal]) -> Proposal | None:
+        """The proposal that decides: the highest priority, then the more severe verdict,
+        then the first in evaluation order (by name). Rules proposing no verdict never win."""
+        best: Proposal | None = None
+        rank: tuple[int, int] | None = None
+        for proposal in proposals:
+            rule, verdict, _ = proposal
+            if verdict is not None and (rank is None or (rule.priority, verdict.severity) > rank):
+                best, rank = proposal, (rule.priority, verdict.severity)
+        return best
 
     def _count(self, ctx: Context, window: float) -> int:
         """The sender's earlier messages less than ``window`` seconds (message time) ago."""
@@ -716,10 +854,85 @@ class RulesStage(Stage):
             return
         env = ctx.envelope
         seen = ctx.state.rates.get(env.sender)
-        if seen is None:
-            # Bounded even for messages without ts (which all count as "now").
-            seen = ctx.state.rates[env.sender] = deque(maxlen=self.depth)
+        if seen is None or (seen.maxlen or 0) < self.depth:
+            # Bounded even for messages without ts (which all count as "now"); regrown when a
+            # reloaded rule set raises a limit, or the count could never reach it.
+            seen = ctx.state.rates[env.sender] = deque(seen or (), maxlen=self.depth)
         now = env.ts or 0.0
         seen.append(now)
         while seen and now - seen[0] >= self.window:
             seen.popleft()
+
+
+# --------------------------------------------------------------------------------------------
+# Explanation (``ostracon rules explain``)
+
+
+@dataclass
+class RuleTrace:
+    """How one rule saw one message."""
+
+    rule: Rule
+    value: bool  # the condition's value
+    operands: list[tuple[str, object]]  # Condition.explain: each top-level operand, then all
+    values: dict[str, object]  # Condition.values: the fields it read
+    exempted_by: str | None  # the exception whose values matched, if any
+    fired: bool  # enabled, reached, condition true and not exempt
+    verdict: Verdict | None = None  # what it proposed, when it fired
+    reason: str = ""
+    winner: bool = False  # its proposal decided the rules' verdict
+
+
+@dataclass
+class Explanation:
+    decision: Decision  # what the core decides (its state is not advanced)
+    before: Verdict  # the verdict of the stages before the rules
+    stopped_by: str | None  # a stage that stopped the chain before the rules (none ran)
+    rate: int  # the sender's messages in the rate window (sender.rate)
+    rules: list[RuleTrace]  # every rule, disabled ones too, in evaluation order
+
+
+def explain(core: Core, env: Envelope) -> Explanation:
+    """Explain how ``core``'s rules treat ``env`` without advancing the core's state: run the
+    stages before the rules stage (pure, like ``decide``), then evaluate every rule on the
+    facts they leave, with the rules stage's own proposal and conflict logic."""
+    at = next((i for i, s in enumerate(core.stages) if isinstance(s, RulesStage)), None)
+    if at is None:
+        raise ValueError("no rules stage: rules.paths is empty")
+    stage = core.stages[at]
+    assert isinstance(stage, RulesStage)
+    ctx = Context(env, core.state)
+    stopped_by = None
+    for s in core.stages[:at]:
+        s.run(ctx)
+        if ctx.stopped:
+            stopped_by = s.name
+            break
+    before = ctx.verdict
+    facts = stage.facts(ctx)
+    traces = []
+    for rule in stage.ruleset.rules:
+        value = bool(rule.condition.fn(facts))
+        exempted_by = rule.exempt(facts)
+        fired = rule.enabled and stopped_by is None and value and exempted_by is None
+        traces.append(
+            RuleTrace(
+                rule,
+                value,
+                rule.condition.explain(facts),
+                rule.condition.values(facts),
+                exempted_by,
+                fired,
+            )
+        )
+    proposals = {}
+    for t in traces:
+        if t.fired:
+            proposal = stage.propose(ctx, t.rule)
+            _, t.verdict, t.reason = proposal
+            proposals[t.rule.name] = proposal
+    chosen = stage.winner(proposals.values())
+    for t in traces:
+        t.winner = chosen is not None and t.rule.name == chosen[0].name
+    decision = decide(env, core.state, core.stages)
+    return Explanation(decision, before, stopped_by, facts.rate, traces)

@@ -13,7 +13,7 @@ from ostracon.core import Core
 from ostracon.decision import Decision, Verdict
 from ostracon.envelope import Claim, Envelope, Kind
 from ostracon.pipeline import build_core
-from ostracon.rules import RuleError, load_rules
+from ostracon.rules import RuleError, RulesStage, load_rules
 
 PACKS = Path(__file__).resolve().parents[2] / "rules"
 RUMOR = Claim("competitor funding", "50M USD")
@@ -251,3 +251,28 @@ def test_testing_consensus_pack_flags_judges_that_disagree() -> None:
     assert split.verdict is Verdict.HOLD
     (alert,) = [a for a in split.alerts if a.kind == "spec-ambiguity"]
     assert "judge-3" in alert.summary
+
+
+def test_a_swapped_rule_set_with_a_higher_rate_limit_still_limits_known_senders(
+    tmp_path: Path,
+) -> None:
+    def limit(n: int) -> Path:
+        return write(
+            tmp_path,
+            f"r{n}.yaml",
+            "- rule: flood\n  condition: 'true'\n"
+            f"  actions: {{rate_limit: {{max: {n}, window_s: 100, then: quarantine}}}}\n",
+        )
+
+    t = Team(limit(2))
+    assert [t.say("a", ts=float(s)).verdict for s in range(3)][-1] is Verdict.QUARANTINE
+    stage = next(s for s in t.core.stages if isinstance(s, RulesStage))
+    stage.swap(load_rules([limit(5)]))
+    got = [t.say("a", ts=float(s)).verdict for s in range(3, 8)]
+    assert got == [
+        Verdict.DELIVER,
+        Verdict.DELIVER,
+        Verdict.QUARANTINE,
+        Verdict.QUARANTINE,
+        Verdict.QUARANTINE,
+    ]
