@@ -75,6 +75,7 @@ class _Watch:
     # key -> (hub, value, messages left in the window)
     hub_push: dict[str, tuple[str, str, int]] = field(default_factory=dict)
     messages: int = 0
+    r: float | None = None  # latest early-warning estimate (rules read it)
     r_above: bool = False
 
 
@@ -144,7 +145,8 @@ class MonitorStage(Stage):
         watch = ctx.state.monitors.setdefault(env.conversation, _Watch())
         watch.messages += 1
         if "r" in ctx.notes:
-            watch.r_above = float(ctx.notes["r"]) > 1.0  # type: ignore[arg-type]
+            watch.r = float(ctx.notes["r"])  # type: ignore[arg-type]
+            watch.r_above = watch.r > 1.0
         for key, (hub, value, left) in list(watch.hub_push.items()):
             if left <= 1:
                 del watch.hub_push[key]

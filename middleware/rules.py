@@ -250,6 +250,40 @@ def _disputed(f: Facts) -> list[str]:
     return out
 
 
+def _origin_nodes(f: Facts) -> list[Any]:
+    """The root claims this message's claims descend from (those not evicted)."""
+    lin = f.ctx.state.genealogy.lineage(f.env.conversation)
+    if lin is None:
+        return []
+    roots = {o for c in f.ctx.claims for o in c.origins}
+    return [n for n in map(lin.claims.get, sorted(roots)) if n is not None]
+
+
+def _origin_agents(f: Facts) -> list[str]:
+    return sorted({n.sender for n in _origin_nodes(f)} | _own_roots(f, "sender"))
+
+
+def _origin_kinds(f: Facts) -> list[str]:
+    lin = f.ctx.state.genealogy.lineage(f.env.conversation)
+    kinds = {m.kind.value for n in _origin_nodes(f) if lin and (m := lin.messages.get(n.message))}
+    return sorted(kinds | _own_roots(f, "kind"))
+
+
+def _own_roots(f: Facts, what: str) -> set[str]:
+    """This message itself, when one of its claims is a root (not recorded yet)."""
+    if not any(c.depth == 0 for c in f.ctx.claims):
+        return set()
+    return {f.env.sender if what == "sender" else f.env.kind.value}
+
+
+def _conversation_r(f: Facts) -> float | None:
+    """The latest early-warning estimate R = beta * rho(A) / delta (monitors)."""
+    r = f.ctx.notes.get("r")
+    if r is None:
+        r = getattr(f.ctx.state.monitors.get(f.env.conversation), "r", None)
+    return r  # type: ignore[return-value]
+
+
 def _component(name: str) -> Callable[[Facts], float]:
     def get(f: Facts) -> float:
         memo = f._components
@@ -294,6 +328,11 @@ SCHEMA: Schema = {
     },
     "lineage.depth": Field(Type.NUM, _lineage_depth, "deepest claim's hops from its root"),
     "lineage.sources": Field(Type.NUM, _sources, "fewest independent sources of a claim"),
+    "lineage.origin_agents": Field(Type.LIST, _origin_agents, "agents its claims started from"),
+    "lineage.origin_kinds": Field(
+        Type.LIST, _origin_kinds, "kinds of the messages its claims started from"
+    ),
+    "conversation.r": Field(Type.NUM, _conversation_r, "latest cascade early warning R"),
     "sender.role": Field(
         Type.ANY, lambda f: f.env.meta.get("role") if f.env.meta else None, "meta.role"
     ),

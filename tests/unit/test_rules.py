@@ -276,3 +276,41 @@ def test_a_swapped_rule_set_with_a_higher_rate_limit_still_limits_known_senders(
         Verdict.QUARANTINE,
         Verdict.QUARANTINE,
     ]
+
+
+def test_lineage_origin_fields_and_conversation_r(tmp_path: Path) -> None:
+    f = write(
+        tmp_path,
+        "r.yaml",
+        """
+- rule: rumour-from-scraper
+  description: Claims that started at the scraper's chat are quarantined wherever they go.
+  condition: '"ext-scraper" in lineage.origin_agents and "tool_result" not in lineage.origin_kinds'
+  actions: {quarantine: {}}
+- rule: cascade-warning
+  description: Early warning above one tags everything.
+  condition: conversation.r > 1
+  actions: {tag: {cascade: "true"}}
+""",
+    )
+    t = Team(f)
+    first = t.say("ext-scraper", RUMOR, model_family="gpt")  # m-1: a root in this message
+    assert first.verdict is Verdict.QUARANTINE
+    env = Envelope(
+        id="m-2",
+        conversation="c",
+        sender="writer",
+        kind=Kind.CHAT,
+        content="",
+        claims=[RUMOR],
+        parents=["m-1"],
+        meta={"model_family": "gpt"},  # same family: no independent confirmation
+    )
+    # m-1 was quarantined: writer never saw it, so its repeat is a root of its own.
+    assert t.core.decide(env).verdict is Verdict.DELIVER_TAGGED
+    t.say("finance-tool", FACT, kind=Kind.TOOL_RESULT)  # m-3
+    assert t.say("ext-scraper", FACT).verdict is Verdict.DELIVER  # grounded: origin is a tool
+    assert not any(r == "rule:cascade-warning" for r in first.rules)  # no R estimated yet
+    watch = t.core.state.monitors["c"]
+    watch.r = 1.5  # as the monitors would after a cascade estimate
+    assert "rule:cascade-warning" in t.say("a").rules
