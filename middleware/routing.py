@@ -170,6 +170,8 @@ def forward(
     )
     for name, tag in decision.tags.items():
         out_headers.append((H_TAG + name, tag.encode()))
+    if not decision.verdict.delivers and decision.reasons:  # why, for adapters and reviewers
+        out_headers.append((H_REASON, "; ".join(decision.reasons)[:1024].encode()))
     route = _ROUTE_FOR[decision.verdict]
     side = [(H_DECISION, decision.id.encode())]
     outputs = [
