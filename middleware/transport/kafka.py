@@ -257,7 +257,7 @@ class Sidecar:
             bootstrap_servers=self.bootstrap,
             client_id=cfg.kafka.client_id,
             acks="all",
-            linger_ms=2,
+            linger_ms=cfg.kafka.linger_ms,
             partitioner=CachingPartitioner(),
             max_request_size=max(2 * cfg.limits.max_message_bytes, 1_048_576),
         )
