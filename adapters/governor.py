@@ -37,6 +37,7 @@ from ostracon.pipeline import build_core
 from ostracon.routing import (
     H_DECISION,
     H_DEDUPE,
+    H_FEEDBACK,
     H_REASON,
     H_RULES,
     H_SOURCE,
@@ -69,11 +70,21 @@ class Ruling(msgspec.Struct, frozen=True):
 
 
 def notice(ruling: Ruling, sender: str) -> str:
-    """The replacement text for a withheld message: names the reason and the decision id."""
-    why = ruling.reason or ruling.verdict.value
+    """The replacement text for a withheld message: names the reason and the decision id.
+
+    It never repeats the values the containment stage withheld (its reasons do: "churn = 7%
+    is unverified"), or the notice would spread the very claim it withholds. Rule, blocklist
+    and backend reasons are operator text and are shown.
+    """
+    if "containment" not in ruling.rules or ruling.blocklisted:
+        why = ruling.reason or ruling.verdict.value  # blocklist, rule or backend reasons
+    elif ruling.tags.get("unverified"):
+        why = f"it states unverified claims about {ruling.tags['unverified'].replace(',', ', ')}"
+    else:
+        why = "it contradicts an established fact"
     return (
         f"[ostracon] A message from {sender} was withheld ({ruling.verdict.value}): {why}. "
-        f"Do not rely on it. (decision {ruling.decision_id})"
+        f"Do not rely on it; ask for a source if you need it. (decision {ruling.decision_id})"
     )
 
 
@@ -150,7 +161,6 @@ class SidecarGovernor(Governor):
         self.fail = fail
         self._by_decision: dict[str, asyncio.Future[Ruling]] = {}
         self._by_source: dict[str, asyncio.Future[Ruling]] = {}
-        self._feedback: dict[str, str] = {}
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -235,15 +245,11 @@ class SidecarGovernor(Governor):
             batches = await self._consumer.getmany(timeout_ms=200)
             for records in batches.values():
                 for rec in records:
-                    self._take(list(rec.headers or ()), rec.value)
+                    self._take(list(rec.headers or ()))
 
-    def _take(self, headers: list[tuple[str, bytes]], value: bytes | None) -> None:
+    def _take(self, headers: list[tuple[str, bytes]]) -> None:
         dedupe = header(headers, H_DEDUPE)
-        if dedupe is None:  # the feedback record for a decision (sent before the main one)
-            did = header(headers, H_DECISION)
-            if did is not None and did in self._by_decision and value:
-                with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
-                    self._feedback[did] = msgspec.json.decode(value, type=Envelope).content
+        if dedupe is None:  # side records (the feedback message): the ruling has it too
             return
         fut = self._by_decision.get(dedupe) or self._by_source.get(header(headers, H_SOURCE) or "")
         if fut is None or fut.done():
@@ -255,7 +261,7 @@ class SidecarGovernor(Governor):
             verdict=Verdict(verdict) if verdict else Verdict.QUARANTINE,
             decision_id=header(headers, H_DECISION) or dedupe,
             reason=header(headers, H_REASON) or "",
-            feedback=self._feedback.pop(dedupe, ""),  # when it was read first (same topic)
+            feedback=header(headers, H_FEEDBACK) or "",
             tags=tags,
             rules=[r for r in rules if r],
         )

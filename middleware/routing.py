@@ -33,6 +33,7 @@ H_DEDUPE = "ostracon-dedupe-key"
 H_SOURCE = "ostracon-source"  # topic/partition/offset of the inbound record
 H_ERROR = "ostracon-error"
 H_REASON = "ostracon-reason"
+H_FEEDBACK = "ostracon-feedback"  # on contained records: what the sender was told
 H_TAG = "ostracon-tag-"
 
 Headers = list[tuple[str, bytes]]
@@ -172,6 +173,8 @@ def forward(
         out_headers.append((H_TAG + name, tag.encode()))
     if not decision.verdict.delivers and decision.reasons:  # why, for adapters and reviewers
         out_headers.append((H_REASON, "; ".join(decision.reasons)[:1024].encode()))
+    if decision.feedback:  # also on the record itself: the feedback record is on another topic
+        out_headers.append((H_FEEDBACK, decision.feedback[:2048].encode()))
     route = _ROUTE_FOR[decision.verdict]
     side = [(H_DECISION, decision.id.encode())]
     outputs = [

@@ -28,6 +28,8 @@ async def test_in_process_rulings_carry_verdict_reason_feedback_and_alerts() -> 
     assert [a.kind for a in seen] == ["contained-claim"] and list(gov.alerts) == seen
     text = notice(held, "gossip")
     assert held.decision_id in text and "withheld (hold)" in text and "gossip" in text
+    # The notice names what was withheld, never the value: it must not spread the claim.
+    assert "unverified claims about churn" in text and "= 7" not in text and "%" not in text
 
 
 def test_a_blocklisted_sender_is_flagged() -> None:
