@@ -299,8 +299,15 @@ class Genealogy:
             lin.by_fingerprint.setdefault(node.fingerprint, []).append(node)
             lin.senders.setdefault(node.fingerprint, set()).add(node.sender)
             lin.by_key.setdefault(node.key, {}).setdefault(node.value, []).append(node)
-            # Red or circuit-broken claims are no independent source of anything.
-            if not link.derives and not suspect and not link.contradicts and not link.refuted:
+            # Red, circuit-broken or contained claims are no independent source of anything:
+            # a held claim counting as one would let a second agent's repeat confirm it.
+            if (
+                delivered
+                and not link.derives
+                and not suspect
+                and not link.contradicts
+                and not link.refuted
+            ):
                 lin.root_families.setdefault(node.fingerprint, set()).add(family)
             if link.contradicts:
                 node.contradicts = tuple(

@@ -162,12 +162,20 @@ def test_many_repeats_of_one_unverified_claim_are_one_source() -> None:
 
 
 def test_independent_sources_of_different_model_families_confirm_a_claim() -> None:
-    t = Team(policy="strict")
-    # a's message is held, so b cannot have seen it: b's claim is an independent root.
-    assert t.say("a", RUMOR, model_family="gpt").verdict is Verdict.HOLD
+    t = Team(policy="low-intervention")
+    assert t.say("a", RUMOR, model_family="gpt", recipients=["x"]).verdict.delivers
+    # b is not among a's recipients: its claim is an independent root, from another family.
     b = t.say("b", RUMOR, model_family="llama")
     assert label(b) is Label.GREEN and b.claims[0].support == 2
     assert b.verdict is Verdict.DELIVER
+
+
+def test_a_held_claim_is_no_source_so_a_second_agent_cannot_confirm_it() -> None:
+    t = Team(policy="strict")
+    assert t.say("a", RUMOR, model_family="gpt").verdict is Verdict.HOLD
+    b = t.say("b", RUMOR, model_family="llama")  # never saw a's: same claim, other family
+    assert label(b) is Label.YELLOW and b.claims[0].support == 1
+    assert b.verdict is Verdict.HOLD
 
 
 def test_same_model_family_agreement_is_not_confirmation() -> None:
