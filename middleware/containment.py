@@ -155,7 +155,7 @@ class LineageStage(Stage):
         gen = state.genealogy
         refuted = refutations(ctx) if env.meta and "refutes" in env.meta else []
         role = env.meta.get("role") if env.meta else None
-        hub = role in self.hub_roles or gen.is_hub(
+        hub = (isinstance(role, str) and role in self.hub_roles) or gen.is_hub(
             env.conversation, env.sender, self.cfg.hub_min_dependents
         )
         ctx.notes["hub"] = hub  # for monitors and rules, whether or not the message has claims

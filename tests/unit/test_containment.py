@@ -513,3 +513,9 @@ def test_citing_a_message_one_never_received_inherits_no_grounding() -> None:
     # A new root, not a repeat of the tool result: it only counts as a second source.
     assert outsider.claims[0].grounded is False
     assert outsider.claims[0].depth == 0 and outsider.claims[0].origins == ["c:m-3#0"]
+
+
+def test_a_non_string_role_is_no_hub_role_and_no_crash() -> None:
+    t = Team(policy="balanced")
+    d = t.say("a", RUMOR, role=["summarizer"])  # meta is free JSON: a list is legal
+    assert d.verdict is Verdict.DELIVER_TAGGED and d.claims[0].components["hub"] == 0.0
