@@ -262,8 +262,9 @@ def _split(core: Core) -> tuple[list[Stage], RulesStage]:
 
 def time_rules(
     cfg: Config, warm: list[Envelope], timed: list[Envelope]
-) -> tuple[list[float], Counter[int], Counter[str]]:
-    """µs per message of RulesStage.run alone, on a fresh core fed ``warm`` first."""
+) -> tuple[list[float], Counter[int], Counter[str], list[int]]:
+    """µs per message of RulesStage.run alone, on a fresh core fed ``warm`` first; also the
+    number of rules whose conditions the stage evaluated for each message (its candidates)."""
     core = build_core(cfg)
     before, stage = _split(core)
     for env in warm:
@@ -272,6 +273,7 @@ def time_rules(
     times: list[float] = []
     fired: Counter[int] = Counter()
     verdicts: Counter[str] = Counter()
+    candidates: list[int] = []
     for env in timed:
         ctx = Context(env, core.state)
         for s in before:
@@ -285,8 +287,9 @@ def time_rules(
             times.append((clock() - t0) / 1000)
             fired[len(ctx.rules) - n] += 1
             verdicts[ctx.verdict.value] += 1
+            candidates.append(len(stage.candidates(stage.facts(ctx))))  # untimed, after run
         core.decide(env)  # pure: the same decision; advances the state (untimed)
-    return times, fired, verdicts
+    return times, fired, verdicts, candidates
 
 
 def time_decide(cfg: Config, warm: list[Envelope], timed: list[Envelope]) -> list[float]:
@@ -344,7 +347,7 @@ def main() -> None:
             pstats.Stats(prof).sort_stats(args.sort).print_stats(30)
         runs = []
         for _ in range(args.repeat):
-            times, fired, verdicts = time_rules(cfg, warm, timed)
+            times, fired, verdicts, candidates = time_rules(cfg, warm, timed)
             runs.append(pct(times))
             gc.collect()
         decide: list[tuple[tuple[float, float], tuple[float, float]]] = []
@@ -365,6 +368,10 @@ def main() -> None:
     print(
         f"rules fired per message: mean {mean_fired:.2f}, none on {fired[0] / n:.0%}; "
         "verdicts after rules: " + ", ".join(f"{k} {v / n:.0%}" for k, v in verdicts.most_common())
+    )
+    print(
+        f"conditions evaluated per message (the index's candidates, of {len(ruleset.rules)}): "
+        f"mean {statistics.mean(candidates):.1f}, median {statistics.median(candidates):.0f}"
     )
     print(
         "RulesStage.run per message (us), repeats: "

@@ -83,9 +83,17 @@ constant list is a ``frozenset`` lookup; ``meta.k <op> c`` inlines the dict look
 ``len(x) <op> n`` and ``xs.count(..) >= n`` fold into one closure, the count stopping at n);
 ``==``/``!=``/``in``/``not in`` on typed fields and bool fields are inlined into the ``and``/
 ``or`` (no loop up to four operands) or the quantifier loop that uses them. Missing values are
-tested, not caught: a raised exception costs more than a rule. Call ``Condition.fn(facts)`` in
-hot loops (``Condition(facts)`` adds a call), and give the schema fast getters
-(``operator.attrgetter``/``itemgetter``): they run once per field per rule.
+tested, not caught: a raised exception costs more than a rule. ``lower(x)``/``upper(x)`` fold
+into the ``contains``/``startswith``/``endswith``/``matches`` that uses them. Call
+``Condition.fn(facts)`` in hot loops (``Condition(facts)`` adds a call), and give the schema
+fast getters (``operator.attrgetter``/``itemgetter``): they run once per field per rule.
+
+Conditions have no side effects and never raise, so ``and``/``or`` operands are evaluated
+cheapest first (a field test before a function, a regex, then a loop over records; equal
+costs keep the written order) -- the result cannot differ. One :class:`Compiler` compiles an
+expression that several conditions share (``sender.role != "auditor"``, a macro) to the same
+closures, and gives each condition its top-level ``conjuncts``, ``guards`` and
+``record_guards`` so that a rule set can be indexed (see ``ostracon.rules``).
 ``benchmarks/conditions.py`` measures 100 rules per message.
 """
 
@@ -109,6 +117,7 @@ __all__ = [
     "Schema",
     "Type",
     "compile_condition",
+    "conjoin",
 ]
 
 Fn = Callable[[Any], Any]
@@ -165,12 +174,47 @@ class ConditionError(Exception):
         return f"col {self.col}: {self.message}{hint}"
 
 
+Guard = tuple[str, frozenset[Any]]
+RecordGuard = tuple[str, str, frozenset[Any]]
+Conjunct = tuple[frozenset[str], Callable[[Any], bool]]
+
+
 class Condition:
     """A compiled condition. ``fn(facts) -> bool`` never raises for well-behaved getters.
     ``fields`` names what it reads: schema names (``meta.role`` for a wildcard), and record
-    fields as ``<collection>.<field>`` (``claims.label``)."""
+    fields as ``<collection>.<field>`` (``claims.label``).
 
-    __slots__ = ("_getters", "_parts", "fields", "fn", "text")
+    For indexing rules (as Falco indexes its rules by event type), found from the syntax tree:
+
+    ``conjuncts``
+        ``(fields, fn)`` for each operand of the top-level ``and`` (nested ``and`` and macros
+        whose body is an ``and`` or a single operand are flattened into it), cheapest first;
+        the whole condition as one conjunct when it is not an ``and``. The condition is true
+        exactly when every ``fn`` is (:func:`conjoin` rebuilds it from some of them);
+        ``fields`` is what that operand reads.
+    ``guards``
+        ``(field, values)`` for each conjunct of the form ``field == const``, ``const ==
+        field``, ``field in [consts]`` / a named list, or a bare bool field (values
+        ``{True}``), where ``field`` is a facts-level field: the condition can be true only
+        when the field's value equals one of ``values``. A necessary condition, never a
+        sufficient one.
+    ``record_guards``
+        ``(collection, field, values)`` for each conjunct ``coll.any(c, c.field == const and
+        ..)`` (or ``in``, or a bare bool ``c.field``) or ``coll.count(c, ..) >= n`` with
+        ``n >= 1``, over a facts-level records field: the condition can be true only when some
+        record of the collection has its field equal to one of ``values``.
+    """
+
+    __slots__ = (
+        "_getters",
+        "_parts",
+        "conjuncts",
+        "fields",
+        "fn",
+        "guards",
+        "record_guards",
+        "text",
+    )
 
     def __init__(
         self,
@@ -179,12 +223,26 @@ class Condition:
         fields: frozenset[str],
         parts: Sequence[tuple[str, Callable[[Any], bool]]] = (),
         getters: Mapping[str, Fn] = _EMPTY,
+        conjuncts: Sequence[Conjunct] | None = None,
+        guards: Sequence[Guard] = (),
+        record_guards: Sequence[RecordGuard] = (),
     ) -> None:
         self.text = text
         self.fn = fn
         self.fields = fields
         self._parts = tuple(parts)
         self._getters = dict(getters)
+        self.conjuncts: tuple[Conjunct, ...] = (
+            ((fields, fn),) if conjuncts is None else tuple(conjuncts)
+        )
+        self.guards: tuple[Guard, ...] = tuple(guards)
+        self.record_guards: tuple[RecordGuard, ...] = tuple(record_guards)
+
+    @property
+    def getters(self) -> Mapping[str, Fn]:
+        """The getter of every facts-level field it reads, macros included, by field name
+        (as in ``fields``): what ``values`` calls."""
+        return MappingProxyType(self._getters)
 
     def __call__(self, facts: Any) -> bool:
         return self.fn(facts)
@@ -320,12 +378,13 @@ def _tokenize(text: str) -> list[_Tok]:
 
 
 class _Node:
-    __slots__ = ("end", "paren", "start")
+    __slots__ = ("end", "paren", "shape", "start")
 
     def __init__(self, start: int, end: int) -> None:
         self.start = start
         self.end = end
         self.paren = False  # written inside parentheses (stops chaining / n-ary merging)
+        self.shape: tuple[Any, ...] | None = None  # see _shape
 
 
 class _Lit(_Node):
@@ -641,6 +700,33 @@ class _Parser:
         return _Quant(method, coll, var.value, var.start, body, first.start, close.end)
 
 
+def _shape(node: _Node) -> tuple[Any, ...]:
+    """What a node means, without its position: equal shapes compile to the same closures
+    (literals keep their class: 1, 1.0 and true differ)."""
+    shape = node.shape
+    if shape is None:
+        if isinstance(node, _Lit):
+            shape = ("lit", node.value.__class__, node.value)
+        elif isinstance(node, _ListLit):
+            shape = ("list", *((i.value.__class__, i.value) for i in node.items))
+        elif isinstance(node, _Path):
+            shape = ("path", *node.segs)
+        elif isinstance(node, _Call):
+            shape = ("call", node.name, *map(_shape, node.args))
+        elif isinstance(node, _Quant):
+            shape = ("quant", node.kind, _shape(node.coll), node.var, _shape(node.body))
+        elif isinstance(node, _Not):
+            shape = ("not", _shape(node.operand))
+        elif isinstance(node, _BoolOp):
+            shape = ("bool", node.op, *map(_shape, node.operands))
+        elif isinstance(node, _Cmp):
+            shape = ("cmp", node.op, _shape(node.left), _shape(node.right))
+        else:  # pragma: no cover
+            raise AssertionError(node)
+        node.shape = shape
+    return shape
+
+
 def _kw_hint(tok: _Tok) -> str:
     if tok.value in ("and", "or"):
         return f"'{tok.value}' needs a condition on both sides"
@@ -925,8 +1011,20 @@ def _in_const(negate: bool, L: Fn, lt: Type, items: frozenset[Any]) -> Fn:
     return not_in_any
 
 
-def _in_dyn(negate: bool, L: Fn, R: Fn, rt: Type) -> Fn:
+def _in_dyn(negate: bool, L: Fn, R: Fn, rt: Type, const: bool = False, value: Any = None) -> Fn:
     check_coll = rt is Type.ANY
+    if const and value is not None:  # "red" in labels: no call for the constant
+
+        def const_in(e: Any) -> bool:
+            s = R(e)
+            if s is None or (check_coll and not isinstance(s, _COLL)):
+                return False
+            try:
+                return (value not in s) if negate else (value in s)
+            except TypeError:
+                return False
+
+        return const_in
 
     def in_(e: Any) -> bool:
         v = L(e)
@@ -1130,6 +1228,21 @@ def _or2(a: Fn, b: Fn, sa: Spec | None, sb: Spec | None) -> Fn:
     return lambda e: a(e) or b(e)
 
 
+def conjoin(fns: Sequence[Callable[[Any], bool]]) -> Callable[[Any], bool] | None:
+    """``fns[0](e) and fns[1](e) and ...`` as one closure, evaluated in the given order (e.g.
+    some of a :attr:`Condition.conjuncts`); None for no operand."""
+    if not fns:
+        return None
+    if len(fns) == 1:
+        return fns[0]
+    return _and(list(fns), [None] * len(fns))
+
+
+def _order(costs: list[float]) -> list[int]:
+    """Evaluation order of and/or operands: cheapest first, ties in written order."""
+    return sorted(range(len(costs)), key=costs.__getitem__)
+
+
 def _and(fs: list[Fn], specs: list[Spec | None]) -> Fn:
     if len(fs) == 2:
         return _and2(fs[0], fs[1], specs[0], specs[1])
@@ -1271,7 +1384,18 @@ def _in_dig(base: Fn, k: str, items: frozenset[Any]) -> Fn:
 class _C:
     """A compiled expression: its static type, closure, and what is known at load time."""
 
-    __slots__ = ("access", "const", "fields", "fn", "fuse", "spec", "strict", "type", "value")
+    __slots__ = (
+        "access",
+        "const",
+        "fields",
+        "fn",
+        "fuse",
+        "spec",
+        "strict",
+        "truth",
+        "type",
+        "value",
+    )
 
     def __init__(
         self,
@@ -1296,6 +1420,7 @@ class _C:
         self.value = value
         self.strict = strict  # fn always returns a real bool
         self.fields = fields
+        self.truth: Fn | None = None  # the bool closure of a non-strict one (see _bool_fn)
 
 
 _TRUE = frozenset([True])
@@ -1328,7 +1453,7 @@ class _Scope:
     nothing but its own variable - the common case, and much cheaper: no tuple per item, and
     the record getters are called directly)."""
 
-    __slots__ = ("depth", "item_only", "vars")
+    __slots__ = ("depth", "item_only", "key", "vars")
 
     def __init__(
         self, depth: int = 0, vars: Mapping[str, _Var] | None = None, item_only: bool = False
@@ -1336,6 +1461,12 @@ class _Scope:
         self.depth = depth
         self.vars: Mapping[str, _Var] = vars or {}
         self.item_only = item_only
+        # what compiling in this scope depends on (see Compiler._c)
+        self.key = (
+            depth,
+            item_only,
+            tuple(sorted((n, v.level, id(v.record), v.coll) for n, v in self.vars.items())),
+        )
 
     def lift(self, fn: Fn) -> Fn:
         """Adapt a facts-level closure to this scope's env."""
@@ -1371,6 +1502,9 @@ class Compiler:
         self.macros = macros
         self.lists = lists
         self._macro_cache: dict[str, tuple[_C, dict[str, Fn]]] = {}
+        self._macro_nodes: dict[str, _Node] = {}  # parsed macro bodies (costs, conjuncts)
+        self._shared: dict[tuple[Any, ...], tuple[_C, dict[str, Fn]]] = {}  # see _c
+        self._macro_costs: dict[str, float] = {}
         self._list_cache: dict[str, _C] = {}
         self._stack: list[str] = []  # macros being compiled (cycle detection)
         self._text = ""
@@ -1383,16 +1517,32 @@ class Compiler:
         node, c, getters = self._compile_text(text)
         fn = self._bool_fn(c, node)
         parts: list[tuple[str, Callable[[Any], bool]]] = []
-        if isinstance(node, (_BoolOp, _Not)):
-            operands = node.operands if isinstance(node, _BoolOp) else [node.operand]
-            saved = self._text, self._getters
-            self._text, self._getters = text, {}
-            try:
+        conjuncts: list[Conjunct] | None = None
+        guards: list[Guard] = []
+        record_guards: list[RecordGuard] = []
+        saved = self._text, self._getters
+        self._text, self._getters = text, {}
+        try:
+            if isinstance(node, (_BoolOp, _Not)):
+                operands = node.operands if isinstance(node, _BoolOp) else [node.operand]
                 for op in operands:
                     parts.append((text[op.start : op.end], self._bool_fn(self._c(op, _TOP), op)))
-            finally:
-                self._text, self._getters = saved
-        return Condition(text, fn, c.fields, parts, getters)
+            flat = self._and_operands(node)
+            if len(flat) > 1:
+                conjuncts = []
+                for op in [flat[i] for i in _order([self._cost(n) for n in flat])]:
+                    oc = self._c(op, _TOP)
+                    conjuncts.append((oc.fields, self._bool_fn(oc, op)))
+            for op in flat:
+                guard = self._guard(op)
+                if guard is not None:
+                    guards.append(guard)
+                exists = self._exists_guard(op)
+                if exists is not None:
+                    record_guards.append(exists)
+        finally:
+            self._text, self._getters = saved
+        return Condition(text, fn, c.fields, parts, getters, conjuncts, guards, record_guards)
 
     def check_macros(self) -> None:
         """Compile every macro now, so a broken one fails at load even if no rule uses it."""
@@ -1429,10 +1579,32 @@ class Compiler:
             )
         if c.strict:
             return c.fn
-        g = c.fn
-        return lambda e: g(e) is True
+        if c.truth is None:  # one closure per expression, so equal conjuncts stay identical
+            g = c.fn
+            c.truth = lambda e: g(e) is True
+        return c.truth
 
     def _c(self, node: _Node, scope: _Scope) -> _C:
+        """Compile a node. The same expression in the same scope -- ``sender.role !=
+        "auditor"`` or ``lower(content)`` in several rules -- compiles to the same closures:
+        fewer objects for a message to bring into the CPU caches (a rule set is evaluated
+        right after other stages ran), and less memory."""
+        key = (_shape(node), scope.key)
+        hit = self._shared.get(key)
+        if hit is not None:
+            self._getters.update(hit[1])
+            return hit[0]
+        outer = self._getters
+        self._getters = {}
+        try:
+            c = self._compile_node(node, scope)
+            getters = self._getters
+        finally:
+            self._getters = outer | self._getters
+        self._shared[key] = (c, getters)
+        return c
+
+    def _compile_node(self, node: _Node, scope: _Scope) -> _C:
         if isinstance(node, _Lit):
             v = node.value
             if v is None:
@@ -1487,6 +1659,12 @@ class Compiler:
             else:
                 flat.append(n)
         cs = [self._c(n, scope) for n in flat]
+        # Operands have no side effects and never raise, so the result does not depend on
+        # their order: evaluate the cheapest first (a field test before a regex before a
+        # loop over the claims). The sort is stable: equal costs keep the written order.
+        order = _order([self._cost(n) for n in flat])
+        flat = [flat[i] for i in order]
+        cs = [cs[i] for i in order]
         fns = [self._bool_fn(c, n) for c, n in zip(cs, flat, strict=True)]
         specs = [_spec(c) for c in cs]
         fields = frozenset().union(*(c.fields for c in cs))
@@ -1586,7 +1764,7 @@ class Compiler:
             raise self._err(f"macros nested more than {_MAX_DEPTH} deep", pos, "flatten them")
         self._stack.append(name)
         try:
-            _, c, getters = self._compile_text(self.macros[name])
+            mnode, c, getters = self._compile_text(self.macros[name])
         except ConditionError as exc:
             if exc.macro is None:  # innermost macro: its text is where col points
                 exc.macro = name
@@ -1596,7 +1774,143 @@ class Compiler:
         finally:
             self._stack.pop()
         self._macro_cache[name] = (c, getters)
+        self._macro_nodes[name] = mnode
         return c, getters
+
+    # -- structure for indexing and ordering ---------------------------------------------------
+
+    def _macro_node(self, node: _Node) -> _Node | None:
+        """The parsed body of the (compiled) macro that ``node`` names at the top level."""
+        if not isinstance(node, _Path) or len(node.segs) != 1:
+            return None
+        if _resolve(self.schema, node.segs) is not None:  # a field shadows a macro
+            return None
+        return self._macro_nodes.get(node.segs[0])
+
+    def _and_operands(self, node: _Node) -> list[_Node]:
+        """The operands of a top-level ``and``, nested ``and`` and macros flattened."""
+        body = self._macro_node(node)
+        if body is not None:
+            return self._and_operands(body)
+        if isinstance(node, _BoolOp) and node.op == "and":
+            return [n for op in node.operands for n in self._and_operands(op)]
+        return [node]
+
+    def _facts_field(self, node: _Node) -> tuple[str, Type] | None:
+        """(name as in Condition.fields, type) of a facts-level field path."""
+        if not isinstance(node, _Path):
+            return None
+        found = _resolve(self.schema, node.segs)
+        if found is None:
+            return None
+        field, rest, key = found
+        return (".".join([key, *rest]) if rest else key), field.type
+
+    def _guard(self, node: _Node) -> Guard | None:
+        """``field == c``, ``c == field``, ``field in [..]`` / named list, bare bool field."""
+        body = self._macro_node(node)
+        if body is not None:
+            return self._guard(body)
+        f = self._facts_field(node)
+        if f is not None:
+            return (f[0], _TRUE) if f[1] is Type.BOOL else None
+        if not isinstance(node, _Cmp) or node.op not in ("==", "in"):
+            return None
+        left, right = node.left, node.right
+        if node.op == "==" and isinstance(left, _Lit):
+            left, right = right, left
+        f = self._facts_field(left)
+        if f is None or f[1] not in (Type.STR, Type.NUM, Type.BOOL, Type.ANY):
+            return None
+        if node.op == "==":
+            if not isinstance(right, _Lit) or right.value is None:
+                return None
+            return f[0], frozenset([right.value])
+        if isinstance(right, _ListLit):
+            return f[0], frozenset(i.value for i in right.items)
+        if self._list_name(right):
+            assert isinstance(right, _Path)
+            return f[0], frozenset(self.lists[right.segs[0]])
+        return None
+
+    def _exists_guard(self, node: _Node) -> RecordGuard | None:
+        """``coll.any(c, c.f == k and ..)`` or ``coll.count(c, c.f == k and ..) >= n`` (n >= 1)
+        over a facts-level records field: true only if some record has ``f`` in ``{k}``."""
+        body = self._macro_node(node)
+        if body is not None:
+            return self._exists_guard(body)
+        quant: _Quant | None = None
+        if isinstance(node, _Quant) and node.kind == "any":
+            quant = node
+        elif isinstance(node, _Cmp) and node.op in ("<", "<=", ">", ">="):
+            op, left, right = node.op, node.left, node.right
+            if isinstance(left, _Lit):
+                op, left, right = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}[op], right, left
+            n = right.value if isinstance(right, _Lit) else None
+            if (
+                isinstance(left, _Quant)
+                and left.kind == "count"
+                and isinstance(n, (int, float))
+                and not isinstance(n, bool)
+                and ((op == ">=" and n > 0) or (op == ">" and n >= 0))
+            ):
+                quant = left
+        if quant is None:
+            return None
+        found = _resolve(self.schema, quant.coll.segs)
+        if found is None or found[1] or found[0].type is not Type.RECORDS:
+            return None
+        record = found[0].record
+        if record is None:
+            return None
+        todo: list[_Node] = [quant.body]
+        while todo:
+            n = todo.pop(0)
+            if isinstance(n, _BoolOp) and n.op == "and":
+                todo[:0] = n.operands
+                continue
+            hit = self._record_guard(n, quant.var, record)
+            if hit is not None:
+                return found[2], hit[0], frozenset(hit[1])
+        return None
+
+    def _cost(self, node: _Node) -> float:
+        """Rough cost of evaluating ``node``, in Python calls (~30 ns each): what the
+        ``and``/``or`` operand order is decided on."""
+        if isinstance(node, (_Lit, _ListLit)):
+            return 0.0
+        if isinstance(node, _Path):
+            if len(node.segs) == 1 and _resolve(self.schema, node.segs) is None:
+                name = node.segs[0]
+                if name in self._macro_nodes:
+                    cost = self._macro_costs.get(name)
+                    if cost is None:
+                        cost = self._macro_costs[name] = self._cost(self._macro_nodes[name])
+                    return cost
+                if name in self.lists:
+                    return 0.0
+            found = _resolve(self.schema, node.segs)
+            return 1.0 + 0.5 * len(found[1]) if found is not None else 1.0
+        if isinstance(node, _Cmp):
+            if node.op == "matches":
+                return self._cost(node.left) + 5.0
+            cost = self._cost(node.left) + self._cost(node.right) + 1.0
+            if node.op in ("in", "not in") and not isinstance(node.right, _ListLit):
+                right = node.right
+                named = isinstance(right, _Path) and self._cost(right) == 0.0
+                if not named:  # a list field: a scan, not a set lookup
+                    cost += 1.0
+            return cost
+        if isinstance(node, _Call):
+            args = sum(self._cost(a) for a in node.args)
+            return args + {"len": 1.0, "lower": 2.0, "upper": 2.0}.get(node.name, 2.0)
+        if isinstance(node, _Quant):  # assume a few items
+            return self._cost(node.coll) + 2.0 + 3.0 * self._cost(node.body)
+        if isinstance(node, _Not):
+            return self._cost(node.operand) + 0.5
+        if isinstance(node, _BoolOp):
+            return sum(self._cost(n) for n in node.operands) + 0.5
+        return 1.0  # pragma: no cover
 
     def _named_list(self, name: str, pos: int) -> _C:
         c = self._list_cache.get(name)
@@ -1717,7 +2031,7 @@ class Compiler:
                 spec = (left.fn, items | {None}, False) if negate else (left.fn, items, True)
                 return _C(Type.BOOL, fn, strict=True, fields=fields, spec=spec)
         else:
-            fn = _in_dyn(negate, left.fn, right.fn, rt)
+            fn = _in_dyn(negate, left.fn, right.fn, rt, left.const, left.value)
         return _C(Type.BOOL, fn, strict=True, fields=fields)
 
     def _matches(self, node: _Cmp, left: _C) -> _C:
@@ -1739,6 +2053,15 @@ class Compiler:
         except re.error as exc:
             raise self._err(f"invalid regex: {exc}", rnode.start, "check the pattern") from None
         L = left.fn
+        cased = _case_of(left)
+        if cased is not None:  # lower(x) matches ..
+            inner, m = cased
+
+            def match_case(e: Any) -> bool:
+                v = inner(e)
+                return (v.__class__ is str or isinstance(v, str)) and search(m(v)) is not None
+
+            return _C(Type.BOOL, match_case, strict=True, fields=left.fields)
 
         def match(e: Any) -> bool:
             v = L(e)
@@ -1778,7 +2101,8 @@ class Compiler:
                 v = X(e)
                 return m(v) if (v.__class__ is str or isinstance(v, str)) else None
 
-            return _C(Type.STR, case, fields=fields)
+            # contains / startswith / endswith / matches apply m themselves: one call less
+            return _C(Type.STR, case, fields=fields, fuse=("case", X, m))
         if name == "len":
             self._want(node.args[0], x, (Type.STR, Type.LIST, Type.RECORDS, Type.ANY), name)
 
@@ -1795,6 +2119,10 @@ class Compiler:
             self._want(node.args[1], y, (Type.STR, Type.LIST, Type.ANY), name)
             if y.const and y.type is Type.LIST and not all(isinstance(s, str) for s in y.value):
                 raise self._err(f"{name}() alternatives must be strings", node.args[1].start)
+            cased = _case_of(x)
+            if cased is not None and y.const:
+                fn = _affix_case(name, cased[0], cased[1], y)
+                return _C(Type.BOOL, fn, strict=True, fields=fields)
             return _C(Type.BOOL, _affix(name, X, y), strict=True, fields=fields)
         # contains
         self._want(node.args[0], x, (Type.STR, Type.LIST, Type.ANY), name)
@@ -1805,6 +2133,16 @@ class Compiler:
                 node.args[1].start,
                 "quote it",
             )
+        cased = _case_of(x)
+        if cased is not None and y.const and y.type is Type.STR:
+            inner, to_case = cased
+            sub = y.value
+
+            def contains_case(e: Any) -> bool:
+                v = inner(e)
+                return (v.__class__ is str or isinstance(v, str)) and sub in to_case(v)
+
+            return _C(Type.BOOL, contains_case, strict=True, fields=fields)
         return _C(Type.BOOL, _contains(X, x.type, y), strict=True, fields=fields)
 
     def _want(self, arg: _Node, c: _C, types: tuple[Type, ...], fname: str) -> None:
@@ -1813,6 +2151,48 @@ class Compiler:
             raise self._err(f"{fname}() needs a {want} here, got {_tname(c.type)}", arg.start, "")
 
     # -- quantifiers -------------------------------------------------------------------------
+
+    def _record_guard(self, op: _Node, var: str, record: Schema) -> tuple[str, list[Any]] | None:
+        """(f, values) when ``op`` is ``var.f == c``, ``var.f in [..]`` / a named list, or a
+        bare bool ``var.f``, for a typed (hashable) record field ``f``."""
+
+        def record_field(n: _Node, types: tuple[Type, ...]) -> str | None:
+            if not isinstance(n, _Path) or len(n.segs) != 2 or n.segs[0] != var:
+                return None
+            f = record.get(n.segs[1])
+            return n.segs[1] if f is not None and f.type in types else None
+
+        name = record_field(op, (Type.BOOL,))
+        if name is not None:
+            return name, [True]
+        if not isinstance(op, _Cmp) or op.op not in ("==", "in"):
+            return None
+        left, right = op.left, op.right
+        if op.op == "==" and isinstance(left, _Lit):
+            left, right = right, left
+        name = record_field(left, (Type.STR, Type.NUM, Type.BOOL))
+        if name is None:
+            return None
+        if op.op == "==":
+            if isinstance(right, _Lit) and right.value is not None:
+                return name, [right.value]
+            return None
+        if isinstance(right, _ListLit):
+            return name, list(dict.fromkeys(i.value for i in right.items))
+        if self._list_name(right):
+            assert isinstance(right, _Path)
+            return name, list(dict.fromkeys(self.lists[right.segs[0]]))
+        return None
+
+    def _list_name(self, node: _Node) -> bool:
+        """Whether ``node`` names a named list (not shadowed by a field or a macro)."""
+        return (
+            isinstance(node, _Path)
+            and len(node.segs) == 1
+            and node.segs[0] in self.lists
+            and node.segs[0] not in self.macros
+            and _resolve(self.schema, node.segs) is None
+        )
 
     def _quant(self, node: _Quant, scope: _Scope) -> _C:
         coll = self._c(node.coll, scope)
@@ -1962,7 +2342,7 @@ def _cmp_fused_num(op: str, fuse: tuple[Any, ...], c: int | float) -> Fn | None:
             return (v.__class__ in _SIZED_SET or isinstance(v, _SIZED)) and f(len(v), c)  # type: ignore[no-any-return]
 
         return len_cmp
-    if op not in (">=", ">") or not math.isfinite(c):
+    if fuse[0] != "count" or op not in (">=", ">") or not math.isfinite(c):
         return None
     _, C, check, spec, body = fuse
     need = math.ceil(c) if op == ">=" else math.floor(c) + 1  # counts are integers
@@ -2138,6 +2518,32 @@ def _record_schema(schema: Schema, scope: _Scope, segs: Sequence[str]) -> Schema
     if found is None or found[0].record is None:
         return _EMPTY
     return found[0].record
+
+
+def _case_of(c: _C) -> tuple[Fn, Callable[[str], str]] | None:
+    """(x, str.lower / str.upper) when ``c`` is ``lower(x)`` / ``upper(x)``."""
+    fuse = c.fuse
+    if fuse is not None and fuse[0] == "case":
+        return fuse[1], fuse[2]
+    return None
+
+
+def _affix_case(name: str, X: Fn, m: Callable[[str], str], y: _C) -> Fn:
+    """startswith / endswith of lower(x) / upper(x) and a constant, in one closure."""
+    p = tuple(sorted(y.value)) if isinstance(y.value, frozenset) else y.value
+    if name == "startswith":
+
+        def starts(e: Any) -> bool:
+            v = X(e)
+            return (v.__class__ is str or isinstance(v, str)) and m(v).startswith(p)
+
+        return starts
+
+    def ends(e: Any) -> bool:
+        v = X(e)
+        return (v.__class__ is str or isinstance(v, str)) and m(v).endswith(p)
+
+    return ends
 
 
 def _affix(name: str, X: Fn, y: _C) -> Fn:

@@ -38,12 +38,13 @@ Every error names the file, line (and column inside a condition) and the field.
 
 from __future__ import annotations
 
+import enum
 import operator
 import re
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from functools import lru_cache, partial
+from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -51,7 +52,16 @@ import msgspec
 import yaml
 
 from . import __version__
-from .conditions import Compiler, Condition, ConditionError, Field, Schema, Type
+from .conditions import (
+    Compiler,
+    Condition,
+    ConditionError,
+    Field,
+    Schema,
+    Type,
+    _resolve,
+    conjoin,
+)
 from .config import ConfigError, _locate, decode_yaml
 from .core import Context, Core, Stage, decide
 from .decision import Accusation, Alert, Decision, Label, Severity, StageOutcome, Verdict
@@ -168,6 +178,7 @@ class Facts:
     """
 
     __slots__ = (
+        "_claims",
         "_components",
         "_count",
         "_depth",
@@ -176,38 +187,48 @@ class Facts:
         "_rate",
         "_reputation",
         "_sources",
+        "_stage",
         "ctx",
         "env",
     )
 
-    def __init__(self, ctx: Context, rate: int = 0, count: Callable[[], int] | None = None) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        rate: int = 0,
+        count: Callable[[], int] | None = None,
+        stage: RulesStage | None = None,
+    ) -> None:
         self.ctx = ctx
         self.env = ctx.envelope
-        # The sender's messages in the recent window: ``rate``, or ``count()`` on first read
-        # (counting scans the sender's window; most rule sets never read it).
-        self._rate = rate if count is None else _UNSET
+        # The sender's messages in the recent window: ``rate``, or on first read ``count()``
+        # or the stage's count over its window (counting scans the sender's window; most
+        # rule sets never read it).
+        self._rate = rate if count is None and stage is None else _UNSET
         self._count = count
+        self._stage = stage
         self._labels = self._depth = self._sources = _UNSET
         self._reputation = self._disputed = _UNSET
         self._components: dict[str, float] | None = None
+        self._claims: str | None = None  # the {claims} text of alerts
 
     @property
     def rate(self) -> int:
         v = self._rate
         if v is _UNSET:
-            assert self._count is not None
-            v = self._rate = self._count()
+            if self._count is not None:
+                v = self._rate = self._count()
+            else:
+                stage = self._stage
+                assert stage is not None
+                v = self._rate = stage._count(self.ctx, stage.window)
         return v  # type: ignore[no-any-return]
-
-
-def _record(ctx: Context) -> list[int] | None:
-    return ctx.state.records.get(ctx.envelope.sender)
 
 
 def _reputation(f: Facts) -> float:
     v = f._reputation
     if v is _UNSET:
-        rec = _record(f.ctx)
+        rec = f.ctx.state.records.get(f.env.sender)
         v = f._reputation = round(1.0 - rec[1] / (rec[0] + 1), 3) if rec else 1.0
     return v  # type: ignore[no-any-return]
 
@@ -215,7 +236,7 @@ def _reputation(f: Facts) -> float:
 def _lineage_depth(f: Facts) -> int:
     v = f._depth
     if v is _UNSET:
-        v = f._depth = max((c.depth for c in f.ctx.claims), default=0)
+        v = f._depth = max([c.depth for c in f.ctx.claims], default=0)
     return v  # type: ignore[no-any-return]
 
 
@@ -223,14 +244,15 @@ def _sources(f: Facts) -> int | None:
     v = f._sources
     if v is _UNSET:
         claims = f.ctx.claims
-        v = f._sources = min(c.support for c in claims) if claims else None
+        v = f._sources = min([c.support for c in claims]) if claims else None
     return v  # type: ignore[no-any-return]
 
 
 def _labels(f: Facts) -> list[str]:
     v = f._labels
     if v is _UNSET:
-        v = f._labels = sorted({c.label.value for c in f.ctx.claims})
+        # (_value_ is what .value reads, without the enum property's Python-level lookup)
+        v = f._labels = sorted({c.label._value_ for c in f.ctx.claims})
     return v  # type: ignore[no-any-return]
 
 
@@ -291,7 +313,7 @@ def _component(name: str) -> Callable[[Facts], float]:
             memo = f._components = {}
         v = memo.get(name)
         if v is None:
-            v = memo[name] = max((c.components.get(name, 0.0) for c in f.ctx.claims), default=0.0)
+            v = memo[name] = max([c.components.get(name, 0.0) for c in f.ctx.claims], default=0.0)
         return v
 
     return get
@@ -376,6 +398,7 @@ class Rule:
     where: str = ""  # file:line, for messages
     verdict: Verdict | None = None
     reason: str = ""
+    exempt_fields: frozenset[str] = frozenset()  # the fields its exceptions read
 
     def exempt(self, facts: Facts) -> str | None:
         """The name of the exception that exempts this match, if any."""
@@ -679,6 +702,7 @@ def _compile(name: str, item: Item, p: _Pending, compiler: Compiler) -> Rule:
         where=f"{p.file}:{p.line()}",
         verdict=verdict,
         reason=reason,
+        exempt_fields=frozenset(f for spec in item.exceptions or () for f in spec.fields),
     )
 
 
@@ -719,13 +743,23 @@ def _pieces(template: str) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
+def _claims_text(facts: Facts) -> str:
+    """``{claims}``: the claims that are not Green (once per message: every hold alert of a
+    message says the same)."""
+    text = facts._claims
+    if text is None:
+        green = Label.GREEN
+        text = facts._claims = ", ".join(
+            [f"{c.key} = {c.value}" for c in facts.ctx.claims if c.label is not green]
+        )
+    return text
+
+
 def _fill(ref: str, facts: Facts, rule: str) -> str:
     if ref == "rule":
         return rule
     if ref == "claims":
-        return ", ".join(
-            f"{c.key} = {c.value}" for c in facts.ctx.claims if c.label is not Label.GREEN
-        )
+        return _claims_text(facts)
     if ref.startswith("meta."):
         value = facts.env.meta.get(ref[5:]) if facts.env.meta else None
     else:
@@ -733,36 +767,469 @@ def _fill(ref: str, facts: Facts, rule: str) -> str:
     return "" if value is None else str(value)
 
 
+def _renderer(template: str, rule: str) -> Callable[[Facts], str]:
+    """``render(template, facts, rule)`` as one closure for one rule: placeholders resolved
+    to their getters (and ``{rule}`` to the name) once, at swap time."""
+    texts: list[str] = []
+    getters: list[Callable[[Facts], Any]] = []
+    buf = ""
+    for text, ref in _pieces(template):
+        buf += text
+        if not ref:
+            continue
+        if ref == "rule":
+            buf += rule
+            continue
+        texts.append(buf)
+        buf = ""
+        if ref == "claims":
+            getters.append(_claims_text)
+        elif ref.startswith("meta."):
+            getters.append(_meta_getter(ref[5:]))
+        else:
+            getters.append(SCHEMA[ref].get)
+    last = buf
+    if not getters:
+        return lambda f: last
+    if len(getters) == 1:
+        (t0,), (g0,) = texts, getters
+
+        def fill1(f: Facts) -> str:
+            v = g0(f)
+            return t0 + ("" if v is None else str(v)) + last
+
+        return fill1
+    if len(getters) == 2:
+        (t0, t1), (g0, g1) = texts, getters
+
+        def fill2(f: Facts) -> str:
+            v = g0(f)
+            w = g1(f)
+            return t0 + ("" if v is None else str(v)) + t1 + ("" if w is None else str(w)) + last
+
+        return fill2
+    pairs = tuple(zip(texts, getters, strict=True))
+
+    def fill(f: Facts) -> str:
+        out = []
+        for text, get in pairs:
+            out.append(text)
+            v = get(f)
+            out.append("" if v is None else str(v))
+        out.append(last)
+        return "".join(out)
+
+    return fill
+
+
 # What a fired rule proposes: the rule, its verdict (None: actions only) and the reason.
 Proposal = tuple[Rule, Verdict | None, str]
+
+_SEVERITY = {v: v.severity for v in Verdict}
 
 
 class _Plan:
     """What ``RulesStage.run`` needs of one rule, computed once per rule set."""
 
-    __slots__ = ("effects", "exceptions", "fn", "rule", "stage", "static")
+    __slots__ = (
+        "accuse",
+        "alert",
+        "effects",
+        "exceptions",
+        "fn",
+        "rate",
+        "rule",
+        "stage",
+        "static",
+    )
 
     rule: Rule
-    fn: Callable[[Any], Any]  # rule.condition.fn
+    fn: Callable[[Any], Any]  # rule.condition.fn (or what is left of it; see _Index)
     exceptions: bool  # exempt() has something to check
     stage: str  # "rule:<name>"
-    effects: bool  # an alert or accusation: what _side_effects() does
-    static: tuple[Proposal, StageOutcome] | None  # None: a rate limit decides per message
+    effects: bool  # an alert or accusation
+    # What it proposes when it fires (see _Outcome); None: a rate limit decides per message
+    static: _Outcome | None
+    # with a rate limit: (window_s, max, below the limit, at or over it)
+    rate: tuple[float, int, _Outcome, _Outcome] | None
+    alert: tuple[str, Severity, Callable[[Facts], str], str] | None  # kind, severity, summary, rule
+    accuse: Callable[[Facts], str] | None  # the reason
 
     @classmethod
     def of(cls, rule: Rule) -> _Plan:
         p = cls()
         p.rule, p.fn, p.exceptions = rule, rule.condition.fn, bool(rule.exceptions)
         p.stage = f"rule:{rule.name}"
-        p.effects = rule.actions.alert is not None or rule.actions.accuse is not None
-        # Without a rate limit a rule always proposes the same (as RulesStage.propose would);
-        # its trail entry is a frozen struct that every decision can share.
-        p.static = None
-        if rule.actions.rate_limit is None:
-            reason = rule.reason or rule.description or f"rule {rule.name}"
-            outcome = StageOutcome(p.stage, rule.verdict or Verdict.DELIVER, reason)
-            p.static = (rule, rule.verdict, reason), outcome
+        a = rule.actions
+        p.effects = a.alert is not None or a.accuse is not None
+        p.alert = None
+        if a.alert is not None:
+            summary = _renderer(a.alert.summary, rule.name)
+            p.alert = a.alert.kind, a.alert.severity, summary, rule.name
+        p.accuse = _renderer(a.accuse.reason, rule.name) if a.accuse is not None else None
+        # A rule proposes what RulesStage.propose gives: the same every time without a rate
+        # limit, one of two with one; the trail entries are frozen structs that every
+        # decision can share.
+        reason = rule.reason or rule.description or f"rule {rule.name}"
+        below = _outcome(rule, p.stage, rule.verdict, reason)
+        p.static, p.rate = below, None
+        limit = a.rate_limit
+        if limit is not None:
+            over = below
+            lv = Verdict(limit.then)
+            if rule.verdict is None or lv.severity > rule.verdict.severity:
+                why = f"rate limit: over {limit.max} in {limit.window_s:g}s"
+                over = _outcome(rule, p.stage, lv, why)
+            p.static, p.rate = None, (limit.window_s, limit.max, below, over)
         return p
+
+    def but(self, fn: Callable[[Any], Any], exceptions: bool) -> _Plan:
+        """A copy evaluating ``fn`` instead of the condition."""
+        p = _Plan()
+        for name in _Plan.__slots__:
+            setattr(p, name, getattr(self, name))
+        p.fn, p.exceptions = fn, exceptions
+        return p
+
+
+# What a fired rule proposes, computed once: (the proposal, its trail entry, its rank for
+# winner() -- (priority, severity) as one int, None without a verdict -- and what _apply
+# does when it wins: the reason line, the verdict, the tags, the feedback, the quorum tag).
+_Win = tuple[str, Verdict, dict[str, str] | None, Callable[[Facts], str] | None, str | None]
+_Outcome = tuple[Proposal, StageOutcome, int | None, _Win | None]
+
+
+def _outcome(rule: Rule, stage: str, verdict: Verdict | None, reason: str) -> _Outcome:
+    outcome = StageOutcome(stage, verdict or Verdict.DELIVER, reason)
+    if verdict is None:
+        return (rule, verdict, reason), outcome, None, None
+    return (
+        (rule, verdict, reason),
+        outcome,
+        rule.priority * 8 + verdict.severity,  # severity is 0..4: (priority, severity) order
+        _winning(rule, verdict, reason),
+    )
+
+
+def _winning(rule: Rule, verdict: Verdict, reason: str) -> _Win:
+    """What RulesStage._apply does when this proposal wins, computed once."""
+    a = rule.actions
+    tags = a.tag if verdict is Verdict.DELIVER_TAGGED or a.tag else None
+    feedback = None
+    if verdict is Verdict.BLOCK and a.block and a.block.feedback:
+        feedback = _renderer(a.block.feedback, rule.name)
+    quorum = None
+    gate = a.hold
+    if verdict is Verdict.HOLD and gate and (gate.validators or gate.quorum > 1):
+        # a quorum gate: validators (and the byzantine layer) read it from the headers
+        quorum = f"{gate.quorum}/{','.join(gate.validators) or '*'}"
+    return f"rule {rule.name}: {reason}", verdict, tags, feedback, quorum
+
+
+def _always(f: Any) -> bool:
+    """The condition left of a rule once its index key holds: nothing."""
+    return True
+
+
+_INDEX_FIELDS = 6  # at most this many fields in an index key
+_INDEX_SIZE = 4096  # keys kept; a full cache is cleared (or, if it missed more than it hit,
+# the field with the most distinct values is dropped from the key)
+# Classes whose equal values satisfy the same conditions (a value's class is part of the key
+# unless the field is typed, so 1, 1.0 and True stay apart). Other values bypass the index.
+_KEY_CLASSES = (int, float, str, enum.Enum)
+
+
+def _key_part(get: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """An ANY field's part of the index key: the value, with its class unless it is a str,
+    a bool or None (equal values of different classes may not satisfy the same conditions:
+    True == 1, but ``meta.n == 1`` is false for true)."""
+
+    def part(f: Any) -> Any:
+        v = get(f)
+        c = v.__class__
+        return v if c is str or c is bool or v is None else (c, v)
+
+    return part
+
+
+def _key_fn(parts: list[Callable[[Any], Any]]) -> Callable[[Any], tuple[Any, ...]]:
+    """One closure computing the key tuple (no loop for up to six fields)."""
+    if len(parts) == 1:
+        (a,) = parts
+        return lambda f: (a(f),)
+    if len(parts) == 2:
+        a, b = parts
+        return lambda f: (a(f), b(f))
+    if len(parts) == 3:
+        a, b, c = parts
+        return lambda f: (a(f), b(f), c(f))
+    if len(parts) == 4:
+        a, b, c, d = parts
+        return lambda f: (a(f), b(f), c(f), d(f))
+    if len(parts) == 5:
+        a, b, c, d, e = parts
+        return lambda f: (a(f), b(f), c(f), d(f), e(f))
+    if len(parts) == 6:
+        a, b, c, d, e, g = parts
+        return lambda f: (a(f), b(f), c(f), d(f), e(f), g(f))
+    ps = tuple(parts)
+    return lambda f: tuple([p(f) for p in ps])
+
+
+class _Index:
+    """The rules a message can fire, found without evaluating most of the others (as Falco
+    indexes its rules by event type, and as a Rete network shares tests between rules).
+
+    A rule is a bit of a mask (bit i: ``plans[i]``, in evaluation order). Three things
+    clear bits, each from a test the rule's condition cannot be true without:
+
+    1. **Key fields**: those the most rules guard (``sender == "x"``, ``kind in [..]``, a
+       bare bool field: :attr:`Condition.guards`), at most six, each guarded by two rules or
+       more. A rule's conjuncts (:attr:`Condition.conjuncts`) that read only key fields --
+       ``sender in watch_list``, ``startswith(sender, "ext-")``, a macro such as ``sender
+       not in trusted`` -- and its exceptions, when they read only key fields, depend on
+       nothing but the key's values: for each key seen they are evaluated once, on the first
+       message with that key, and the mask of the rules they leave (not false, not exempt) is
+       kept with the key.
+    2. **Record guards** (:attr:`Condition.record_guards`): ``claims.any(c, c.key == "churn"
+       and ..)`` cannot be true unless some claim has key ``churn``; one pass over the claims
+       clears the rules whose guards no claim meets.
+    3. **Shared conjuncts**: a conjunct that two rules or more evaluate first (the compiler
+       gives equal expressions the same closure: ``lower(meta.team) matches "^(ops|sre)$"``
+       written in four rules is one closure) is evaluated once, when two candidates or more
+       still have it; false clears them all.
+
+    What is left are the *candidates*. Each is evaluated with what its condition has beyond
+    the key's conjuncts (nothing: the rule fires) and, unless the key settled them, its
+    exceptions. Conditions are pure functions of the facts, so the outcome is that of
+    evaluating every rule in full (``RulesStage(index=False)``, which the tests compare it
+    with).
+
+    The key cache holds :data:`_INDEX_SIZE` keys. When it is full it is cleared; if it
+    missed more than it hit since it was last cleared, the field with the most distinct
+    values is first dropped from the key (a field like a message id would make every
+    message a miss). A key with a value that is not hashable, or not a str / number / bool
+    / None / enum, bypasses the index: all rules are evaluated in full.
+    """
+
+    __slots__ = (
+        "_cache",
+        "_class_parts",
+        "_entries",
+        "_features",
+        "_getters",
+        "_key",
+        "_lists",
+        "_lookups",
+        "_residual",
+        "_text_parts",
+        "_texts",
+        "fields",
+        "plans",
+    )
+
+    def __init__(
+        self,
+        plans: list[_Plan],
+        fields: list[str],
+        getters: dict[str, Any],
+        texts: frozenset[str] = frozenset(),
+    ) -> None:
+        self.plans = tuple(plans)
+        self._getters = getters
+        self._texts = texts  # ANY fields guarded by strings only
+        self._configure(fields)
+
+    @classmethod
+    def build(cls, plans: list[_Plan]) -> _Index | None:
+        """An index on the fields guarded by the most rules, or None if no field is worth it."""
+        counts: Counter[str] = Counter()
+        getters: dict[str, Any] = {}
+        others: set[str] = set()  # fields guarded by a value that is not a string
+        for p in plans:
+            cond = p.rule.condition
+            for name in {g[0] for g in cond.guards}:
+                get = cond.getters.get(name)
+                if get is not None:
+                    counts[name] += 1
+                    getters.setdefault(name, get)
+            others.update(n for n, values in cond.guards if not all(type(v) is str for v in values))
+        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        fields = [name for name, n in ranked if n >= 2][:_INDEX_FIELDS]
+        texts = frozenset(counts) - others
+        return cls(plans, fields, getters, texts) if fields else None
+
+    def _configure(self, fields: list[str]) -> None:
+        self.fields = tuple(fields)
+        parts, texts, classes = [], [], []
+        for i, name in enumerate(fields):
+            found = _resolve(SCHEMA, name.split("."))
+            get = self._getters[name]
+            if found is not None and found[0].type is not Type.ANY and not found[1]:
+                parts.append(get)  # a typed field's values have its type: equal ones agree
+            elif name in self._texts:
+                # rules compare it with strings: its part is the value, and a key whose
+                # value there is neither a string nor null is not cached (1 == True == 1.0
+                # would meet in the cache; no string equals them)
+                parts.append(get)
+                texts.append(i)
+            else:
+                parts.append(_key_part(get))
+                classes.append(i)
+        self._key = _key_fn(parts)
+        self._text_parts = tuple(texts)
+        self._class_parts = tuple(classes)
+        # key -> (the rules its values leave, the tests that may clear more, their plans, bits)
+        self._cache: dict[tuple[Any, ...], _Entry] = {}
+        self._lists: dict[int, tuple[_Plan, ...]] = {}
+        self._lookups = 0
+        keyed = frozenset(fields)
+        # 3. conjuncts (by identity) that two rules or more evaluate first (their cheapest
+        # outside the key: evaluating it once up front never evaluates what they would not)
+        uses: Counter[int] = Counter()
+        for p in self.plans:
+            first = [fn for names, fn in p.rule.condition.conjuncts if not names <= keyed]
+            if first:
+                uses[id(first[0])] += 1
+        shared: dict[int, tuple[Callable[[Any], Any], int]] = {}
+        # 2. record guards, by collection: (record field, value) -> the rules it satisfies
+        records: dict[str, tuple[int, dict[str, dict[Any, int]]]] = {}
+        entries, residual = [], []
+        for bit, p in enumerate(self.plans):
+            cond = p.rule.condition
+            tests: list[Callable[[Any], bool]] = []
+            rest: list[Callable[[Any], bool]] = []
+            for names, fn in cond.conjuncts:
+                (rest if not names <= keyed else tests).append(fn)
+            if rest and uses[id(rest[0])] > 1:
+                fn = rest[0]
+                shared[id(fn)] = fn, (shared[id(fn)][1] if id(fn) in shared else 0) | 1 << bit
+            for coll, name, values in cond.record_guards:
+                field = SCHEMA.get(coll)
+                if field is None or field.record is None or name not in field.record:
+                    continue
+                rel, tables = records.get(coll, (0, {}))
+                table = tables.setdefault(name, {})
+                for v in values:
+                    table[v] = table.get(v, 0) | 1 << bit
+                records[coll] = rel | 1 << bit, tables
+            known = bool(p.rule.exceptions) and p.rule.exempt_fields <= keyed
+            entries.append((tuple(tests), known))
+            if tests or known:
+                fn = p.fn
+                if tests:  # what is left once the key's conjuncts hold
+                    fn = conjoin(rest) or _always
+                p = p.but(fn, exceptions=p.exceptions and not known)
+            residual.append(p)
+        self._entries = tuple(entries)
+        self._residual = tuple(residual)
+        features = [
+            _record_feature(SCHEMA[coll], rel, tables) for coll, (rel, tables) in records.items()
+        ]
+        features += [_shared_feature(fn, rel) for fn, rel in shared.values()]
+        self._features = tuple(features)
+
+    def candidates(self, facts: Facts) -> tuple[_Plan, ...]:
+        """The plans to evaluate for this message, in evaluation order."""
+        key = self._key(facts)
+        self._lookups += 1
+        try:
+            hit = self._cache.get(key)
+        except TypeError:  # an unhashable value (a list in meta): no index for it
+            return self.plans
+        if hit is None:
+            hit = self._fill(key, facts)
+            if hit is None:
+                return self.plans
+        base, features, plans, bits = hit
+        mask = base
+        for rel, least, keep in features:
+            if (mask & rel).bit_count() >= least:
+                mask &= keep(facts)
+        if mask == base:
+            return plans
+        found = self._lists.get(mask)
+        if found is None:
+            found = tuple([p for p, bit in zip(plans, bits, strict=True) if mask & bit])
+            if len(self._lists) >= _INDEX_SIZE:
+                self._lists.clear()
+            self._lists[mask] = found
+        return found
+
+    def _fill(self, key: tuple[Any, ...], facts: Facts) -> _Entry | None:
+        for i in self._text_parts:
+            if key[i] is not None and not isinstance(key[i], str):
+                return None
+        for i in self._class_parts:
+            v = key[i]
+            if v.__class__ is tuple and not issubclass(v[0], _KEY_CLASSES):
+                return None  # equality of such values says nothing about conditions
+        mask = 0
+        for bit, (tests, known) in enumerate(self._entries):
+            for test in tests:
+                if not test(facts):
+                    break
+            else:
+                if not known or self.plans[bit].rule.exempt(facts) is None:
+                    mask |= 1 << bit
+        features = tuple(f for f in self._features if (f[0] & mask).bit_count() >= f[1])
+        on = [bit for bit in range(len(self.plans)) if mask >> bit & 1]
+        found = mask, features, tuple(self._residual[b] for b in on), tuple(1 << b for b in on)
+        cache = self._cache
+        if len(cache) >= _INDEX_SIZE:
+            misses = len(cache)
+            if self._lookups - misses < misses and len(self.fields) > 1:
+                # mostly misses: drop the field with the most distinct values from the key
+                distinct = [len({k[i] for k in cache}) for i in range(len(self.fields))]
+                drop = distinct.index(max(distinct))
+                self._configure([f for i, f in enumerate(self.fields) if i != drop])
+                return None  # this key was computed on the old fields: evaluate all rules
+            cache.clear()
+            self._lookups = 0
+        cache[key] = found
+        return found
+
+
+# (the rules a test can clear, how many of them must be candidates for it to run, the test:
+# facts -> a mask without the bits it clears)
+_Feature = tuple[int, int, Callable[[Any], int]]
+_Entry = tuple[int, tuple[_Feature, ...], tuple[_Plan, ...], tuple[int, ...]]
+
+
+def _shared_feature(fn: Callable[[Any], Any], rel: int) -> _Feature:
+    """A conjunct several rules have, evaluated once when two candidates or more have it:
+    false clears all their bits. (True leaves them: each still evaluates it, now cheaply, as
+    part of its condition -- so whether it ran for a message changes nothing else.)"""
+    cleared = ~rel
+    return rel, 2, lambda f: -1 if fn(f) else cleared
+
+
+def _record_feature(coll: Field, rel: int, tables: dict[str, dict[Any, int]]) -> _Feature:
+    """The record guards on a collection, in one pass over its records: a rule keeps its bit
+    when some record has one of the values of one of its guards (with guards on two fields,
+    either will do: a weaker test, never a wrong one)."""
+    items_of = coll.get
+    record = coll.record
+    assert record is not None
+    pairs = tuple((record[name].get, table) for name, table in tables.items())
+    others = ~rel
+
+    def keep(f: Any) -> int:
+        items = items_of(f)
+        mask = others
+        if not items:  # no record: no guard holds
+            return mask
+        try:
+            for it in items:
+                for get, table in pairs:
+                    bits = table.get(get(it))
+                    if bits:
+                        mask |= bits
+        except TypeError:  # an unhashable value: keep them all
+            return -1
+        return mask
+
+    return rel, 1, keep
 
 
 class RulesStage(Stage):
@@ -770,7 +1237,10 @@ class RulesStage(Stage):
 
     name = "rules"
 
-    def __init__(self, ruleset: RuleSet) -> None:
+    def __init__(self, ruleset: RuleSet, *, index: bool = True) -> None:
+        # index=False evaluates every rule's whole condition on every message: the
+        # reference the index is tested against (same decisions), and a way to rule it out
+        self.indexed = index
         self.swap(ruleset)
 
     def swap(self, ruleset: RuleSet) -> None:
@@ -786,52 +1256,81 @@ class RulesStage(Stage):
         self.depth = 1 + max(
             (r.actions.rate_limit.max for r in self.rate_rules if r.actions.rate_limit), default=0
         )
-        self._plan = [_Plan.of(r) for r in self.rules]
+        plan = [_Plan.of(r) for r in self.rules]
+        self._plan, self._index = plan, (_Index.build(plan) if self.indexed else None)
 
     def facts(self, ctx: Context) -> Facts:
         """What the rules see of this message (the rate window is counted only when used)."""
         if not self.rate_rules:
             return Facts(ctx)
-        return Facts(ctx, count=partial(self._count, ctx, self.window))
+        return Facts(ctx, 0, None, self)
+
+    def candidates(self, facts: Facts) -> list[Rule]:
+        """The rules whose conditions are evaluated for this message (see :class:`_Index`):
+        the others cannot fire on it."""
+        index = self._index
+        return [p.rule for p in (self._plan if index is None else index.candidates(facts))]
 
     def run(self, ctx: Context) -> None:
         facts = self.facts(ctx)
-        # Hot loop: one call per rule that does not fire, nothing allocated for it;
-        # exempt() only for a true condition of a rule with exceptions.
+        index = self._index
+        # Hot loop: one call per candidate rule that does not fire, nothing allocated for
+        # it; exempt() only for a true condition of a rule with exceptions left to check.
         fired = [
             p
-            for p in self._plan
+            for p in (self._plan if index is None else index.candidates(facts))
             if p.fn(facts) and (not p.exceptions or p.rule.exempt(facts) is None)
         ]
         if not fired:
             return
-        proposals = []
+        rules, trail = ctx.rules, ctx.trail
+        best: _Win | None = None
+        best_rank: int | None = None
         for p in fired:
-            if p.static is None:  # a rate limit: the verdict depends on the sender's rate
-                proposal = self.propose(ctx, p.rule)
-                outcome = StageOutcome(p.stage, proposal[1] or Verdict.DELIVER, proposal[2])
-            else:
-                proposal, outcome = p.static
-            proposals.append(proposal)
-            ctx.rules.append(p.stage)
-            ctx.trail.append(outcome)
-            if p.effects:
-                self._side_effects(ctx, facts, p.rule)
-        chosen = self.winner(proposals)
-        if chosen is not None:
-            rule, verdict, reason = chosen
-            assert verdict is not None  # winner() only picks proposals with a verdict
-            ctx.reasons.append(f"rule {rule.name}: {reason}")
-            if verdict.severity > ctx.verdict.severity:
-                ctx.verdict = verdict
-            if verdict is Verdict.DELIVER_TAGGED or rule.actions.tag:
-                ctx.tags.update(rule.actions.tag)
-            if verdict is Verdict.BLOCK and rule.actions.block and rule.actions.block.feedback:
-                ctx.feedback = render(rule.actions.block.feedback, facts, rule.name)
-            gate = rule.actions.hold
-            if verdict is Verdict.HOLD and gate and (gate.validators or gate.quorum > 1):
-                # a quorum gate: validators (and the byzantine layer) read it from the headers
-                ctx.tags["quorum"] = f"{gate.quorum}/{','.join(gate.validators) or '*'}"
+            static = p.static
+            if static is None:  # a rate limit: what it proposes depends on the sender's rate
+                assert p.rate is not None
+                window, most, below, over = p.rate
+                static = over if self._count(ctx, window) >= most else below
+            _, outcome, rank, win = static
+            rules.append(p.stage)
+            trail.append(outcome)
+            # winner(): the highest (priority, severity), the first of equals
+            if rank is not None and (best_rank is None or rank > best_rank):
+                best, best_rank = win, rank
+            if p.effects:  # an alert (positional: the fields in Alert's order) or accusation
+                alert = p.alert
+                if alert is not None:
+                    env = ctx.envelope
+                    kind, severity, summary, name = alert
+                    ctx.alert(
+                        Alert(
+                            kind,
+                            severity,
+                            summary(facts),
+                            env.conversation,
+                            [env.sender],
+                            [env.id],
+                            [name],
+                        )
+                    )
+                if p.accuse is not None:
+                    self._accuse(ctx, facts, p)
+        if best is not None:
+            self._apply(ctx, facts, best)
+
+    def _apply(self, ctx: Context, facts: Facts, win: _Win) -> None:
+        """The winning proposal's effects on the message."""
+        line, verdict, tags, feedback, quorum = win
+        ctx.reasons.append(line)
+        if _SEVERITY[verdict] > _SEVERITY[ctx.verdict]:
+            ctx.verdict = verdict
+        if tags is not None:
+            ctx.tags.update(tags)
+        if feedback is not None:
+            ctx.feedback = feedback(facts)
+        if quorum is not None:
+            ctx.tags["quorum"] = quorum
 
     def propose(self, ctx: Context, rule: Rule) -> Proposal:
         """What a fired rule proposes: its verdict (escalated by its rate limit) and reason."""
@@ -861,32 +1360,19 @@ class RulesStage(Stage):
         if not seen:
             return 0
         now = ctx.envelope.ts or 0.0
-        return sum(1 for t in seen if now - t < window)
+        return len([t for t in seen if now - t < window])
 
-    def _side_effects(self, ctx: Context, facts: Facts, rule: Rule) -> None:
+    def _accuse(self, ctx: Context, facts: Facts, plan: _Plan) -> None:
         env = ctx.envelope
-        a = rule.actions
-        if a.alert is not None:
-            ctx.alert(
-                Alert(
-                    kind=a.alert.kind,
-                    severity=a.alert.severity,
-                    summary=render(a.alert.summary, facts, rule.name),
-                    conversation=env.conversation,
-                    agents=[env.sender],
-                    evidence=[env.id],
-                    rules=[rule.name],
-                )
+        assert plan.accuse is not None
+        ctx.accusations.append(
+            Accusation(
+                accuser=plan.stage,
+                accused=env.sender,
+                reason=plan.accuse(facts) or plan.rule.description,
+                evidence=[env.id],
             )
-        if a.accuse is not None:
-            ctx.accusations.append(
-                Accusation(
-                    accuser=f"rule:{rule.name}",
-                    accused=env.sender,
-                    reason=render(a.accuse.reason, facts, rule.name) or rule.description,
-                    evidence=[env.id],
-                )
-            )
+        )
 
     def observe(self, ctx: Context, decision: Decision) -> None:
         if not self.rate_rules:

@@ -1071,6 +1071,10 @@ class _Gen:
             'sender matches "^a"',
             'contains(meta.l, "x")',
             "meta.l.any(x, x == 1)",
+            'contains(lower(content), "key")',
+            'startswith(upper(sender), "AL")',
+            'endswith(lower(meta.s), ["e", "x"])',
+            'lower(meta.s) matches "^a"',
         )
 
 
@@ -1084,6 +1088,7 @@ def _plain_compiler(monkeypatch: pytest.MonkeyPatch) -> Compiler:
         lambda b, k, items: conditions._in_const(False, conditions._dig(b, [k]), Type.ANY, items),
     )
     monkeypatch.setattr(conditions, "_cmp_fused_num", lambda *a: None)
+    monkeypatch.setattr(conditions, "_case_of", lambda c: None)
     real_var_path = conditions.Compiler._var_path
 
     def no_item_mode(self: Any, node: Any, var: Any, rest: Any) -> Any:
@@ -1092,6 +1097,7 @@ def _plain_compiler(monkeypatch: pytest.MonkeyPatch) -> Compiler:
         return real_var_path(self, node, var, rest)
 
     monkeypatch.setattr(conditions.Compiler, "_var_path", no_item_mode)
+    monkeypatch.setattr(conditions, "_order", lambda costs: list(range(len(costs))))
     return Compiler(SCHEMA, MACROS | {"flag": "meta.b"}, {"trusted": ["alice", "carol"]})
 
 
@@ -1158,3 +1164,130 @@ def test_fused_closures_agree_with_plain_ones(seed: int, monkeypatch: pytest.Mon
             assert got is want, (t, f)
         for f in bad:  # out of contract: no exception, a bool
             assert c(f) in (True, False) and ref(f) in (True, False)
+
+
+# -- structure for the rules index: guards, conjuncts, operand order, shared closures ---------
+
+
+def test_guards_conjuncts_and_record_guards() -> None:
+    comp = Compiler(SCHEMA, MACROS | {"mine": 'sender == "alice" and kind in trusted'}, TRUSTED)
+    cond = comp.compile(
+        '(kind == "chat" and "x" == meta.k) and sender in trusted and hub and mine'
+        ' and not (sender == "bob") and claims.any(c, c.reach > 1 and c.label in ["red"])'
+        ' and claims.count(c, c.grounded) >= 2 and 1 < claims.count(c, c.key == "q")'
+        ' and claims.count(c, c.key == "z") >= 0 and risky'
+    )
+    assert cond.guards == (
+        ("kind", frozenset(["chat"])),
+        ("meta.k", frozenset(["x"])),
+        ("sender", frozenset(["alice", "carol"])),
+        ("hub", frozenset([True])),
+        ("sender", frozenset(["alice"])),  # the macro's and, flattened
+        ("kind", frozenset(["alice", "carol"])),
+    )
+    assert cond.record_guards == (
+        ("claims", "label", frozenset(["red"])),
+        ("claims", "grounded", frozenset([True])),
+        ("claims", "key", frozenset(["q"])),
+    )
+    assert len(cond.conjuncts) == 12  # risky is an or: one conjunct
+    f = facts()
+    assert cond(f) is conditions.conjoin([fn for _, fn in cond.conjuncts])(f)  # type: ignore[misc]
+    # cheapest first: field tests, then the claims loops
+    names = [fields for fields, _ in cond.conjuncts]
+    assert names[0] == frozenset(["hub"]) and "claims" in names[-1]
+    plain = compile_condition('kind == "chat"', SCHEMA)
+    assert plain.conjuncts == ((frozenset(["kind"]), plain.fn),)
+    assert conditions.conjoin([]) is None
+
+
+TRUSTED = {"trusted": ["alice", "carol"]}
+
+
+def test_operands_run_cheapest_first() -> None:
+    calls: list[str] = []
+
+    def spy(name: str, t: Type = Type.STR) -> Field:
+        def get(f: dict[str, Any]) -> Any:
+            calls.append(name)
+            return f.get(name)
+
+        return Field(t, get)
+
+    schema = {
+        "a": spy("a"),
+        "b": spy("b"),
+        "xs": Field(
+            Type.RECORDS, spy("xs", Type.RECORDS).get, record={"v": Field(Type.NUM, _key("v"))}
+        ),
+    }
+    f = {"a": "1", "b": "2", "xs": [{"v": 1}, {"v": 2}]}
+    cond = compile_condition('xs.any(x, x.v > 5) and b matches "^3" and a == "x"', schema)
+    assert not cond(f)
+    assert calls == ["a"]  # the comparison first, the regex next, the loop last
+    calls.clear()
+    assert compile_condition('xs.any(x, x.v > 1) or a == "1"', schema)(f)
+    assert calls == ["a"]
+
+
+def test_equal_expressions_share_closures() -> None:
+    comp = Compiler(SCHEMA, MACROS, TRUSTED)
+    one = comp.compile('lower(meta.role) matches "^sum" and sender == "alice"')
+    two = comp.compile('kind == "chat" and lower(meta.role) matches "^sum"')
+    (shared,) = {fn for _, fn in one.conjuncts} & {fn for _, fn in two.conjuncts}
+    assert shared(facts()) is True
+    assert set(one.values(facts())) == {"meta.role", "sender"}
+    assert set(two.values(facts())) == {"meta.role", "kind"}
+    # same text in another scope or with other literals: not the same closure
+    three = comp.compile('lower(meta.role) matches "^x" and meta.n == 3 and meta.n == 3.0')
+    assert shared not in {fn for _, fn in three.conjuncts}
+    assert len({fn for _, fn in three.conjuncts}) == 3
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_conjuncts_and_guards_agree_with_plain_closures(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import random
+
+    gen, r = _Gen(seed + 100), random.Random(seed)
+    texts = [gen.boolean(3) for _ in range(300)]
+    for _ in range(150):  # quantifiers whose body has a record guard
+        g = gen.pick(
+            'c.label == "alice"',
+            'c.key in ["chat", "x"]',
+            "c.grounded",
+            '"x" == c.key',
+            "c.key in trusted",
+            'c.label == "chat"',
+            "c.grounded == false",
+        )
+        body = f"{g} and ({gen.boolean(1, 'c')})" if r.random() < 0.7 else g
+        if r.random() < 0.5:
+            texts.append(f"claims.any(c, {body})")
+        else:
+            op, k = gen.pick(">=", ">", "==", "<"), gen.pick("0", "1", "2")
+            texts.append(f"claims.count(c, {body}) {op} {k}")
+    fast = Compiler(SCHEMA, MACROS | {"flag": "meta.b"}, {"trusted": ["alice", "carol"]})
+    compiled = []
+    for t in texts:
+        try:
+            compiled.append((t, fast.compile(t)))
+        except ConditionError:
+            pass
+    assert len(compiled) > 300
+    assert sum(bool(c.record_guards) for _, c in compiled) > 80
+    plain = _plain_compiler(monkeypatch)
+    good = [_random_facts(r, True) for _ in range(40)]
+    for t, c in compiled:
+        ref = plain.compile(t)
+        parts = conditions.conjoin([fn for _, fn in c.conjuncts])
+        assert parts is not None
+        for f in good:
+            want = ref(f)
+            assert c(f) is want and parts(f) is want, (t, f)
+            if want:  # guards are necessary conditions
+                for name, values in c.guards:
+                    assert c.getters[name](f) in values, (t, f)
+                for _, name, values in c.record_guards:
+                    assert any(CLAIM[name].get(x) in values for x in f["claims"]), (t, f)
