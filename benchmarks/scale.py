@@ -9,8 +9,14 @@ resident set during the fill, divided by N (it includes the message records).
 
 The process uses the sidecar's GC settings (see transport/kafka.py: serve).
 
+On a shared machine one probe (about a second) is easily slowed by another process, so
+``--repeat N`` measures every size N times, the sizes taking turns (a fresh core each time),
+and shows the medians; the probe's CPU time is shown beside its wall time (it leaves out
+the time other processes held the core). Memory: the largest growth of the N fills (later
+fills reuse memory the earlier cores freed).
+
     python benchmarks/scale.py                 # 10^4, 10^5, 10^6
-    python benchmarks/scale.py --sizes 10000 100000
+    python benchmarks/scale.py --sizes 10000 100000 --repeat 3
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import gc
 import os
 import platform
 import random
+import statistics
 import time
 from collections.abc import Iterator
 
@@ -70,8 +77,8 @@ def rss() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def measure(n: int) -> tuple[float, float, int]:
-    """(us per message at n claims, bytes per retained claim, claims retained)."""
+def measure(n: int) -> tuple[float, float, float, int]:
+    """(us per message at n claims: wall, CPU; bytes per retained claim; claims retained)."""
     gc.collect()
     core = build_core(Config(containment=ContainmentConfig(max_claims_per_conversation=10**9)))
     before = rss()
@@ -83,31 +90,40 @@ def measure(n: int) -> tuple[float, float, int]:
         i += 1000
     grown = rss() - before
     probe = list(workload(i, PROBE, seed=-1))
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     for env in probe:
         core.decide(env)
     us = (time.perf_counter() - started) / PROBE * 1e6
+    cpu = (time.process_time() - cpu_started) / PROBE * 1e6
     retained = sum(len(lin.claims) for lin in core.state.genealogy.lineages.values())
-    return us, grown / claims, retained
+    return us, cpu, grown / claims, retained
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10**4, 10**5, 10**6])
+    parser.add_argument("--repeat", type=int, default=1, help="runs per size (medians shown)")
     args = parser.parse_args()
     gc.set_threshold(50_000, 50, 100)  # as the sidecar process
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}; {CONVERSATIONS} conversations, {AGENTS} agents each; "
-        f"probe {PROBE} messages"
+        f"probe {PROBE} messages; {args.repeat} run(s) per size"
     )
-    base = None
+    runs: dict[int, list[tuple[float, float, float, int]]] = {n: [] for n in args.sizes}
+    for _ in range(args.repeat):
+        for n in args.sizes:
+            runs[n].append(measure(n))
+    base = cpu_base = None
     for n in args.sizes:
-        us, per_claim, retained = measure(n)
-        base = base or us
+        us = statistics.median(r[0] for r in runs[n])
+        cpu = statistics.median(r[1] for r in runs[n])
+        per_claim = max(r[2] for r in runs[n])
+        base, cpu_base = base or us, cpu_base or cpu
         print(
             f"  {n:>9,} claims: {us:7.1f} us/message ({us / base:.2f}x of the smallest), "
-            f"{per_claim:6.0f} bytes/claim, {retained:,} retained"
+            f"CPU {cpu:6.1f} us ({cpu / cpu_base:.2f}x), {per_claim:6.0f} bytes/claim, "
+            f"{runs[n][0][3]:,} retained"
         )
 
 

@@ -49,6 +49,7 @@ class ClaimNode:
         "id",
         "key",
         "message",
+        "msg",
         "origins",
         "sender",
         "seq",
@@ -57,9 +58,14 @@ class ClaimNode:
         "value",
     )
 
-    def __init__(self, link: Link, env: Envelope, family: str, seq: int, delivered: bool):
+    def __init__(
+        self, link: Link, env: Envelope, family: str, seq: int, delivered: bool, msg: MessageNode
+    ):
         self.id = link.id
         self.message = env.id
+        # Its message's record, so visibility is read without a lookup in the (large, cold)
+        # message index; valid while ``msg.current``, see _recent_seen.
+        self.msg = msg
         # Interned: repeats of a claim (and an agent's claims) share one copy of each string.
         self.sender = sys.intern(env.sender)
         self.family = family
@@ -80,15 +86,18 @@ class ClaimNode:
 class MessageNode:
     """A message as the genealogy needs it: who sent it and who could read it."""
 
-    __slots__ = ("claims", "delivered", "kind", "parents", "recipients", "sender")
+    __slots__ = ("claims", "current", "delivered", "kind", "parents", "recipients", "sender")
 
     def __init__(self, env: Envelope, claims: tuple[str, ...], delivered: bool) -> None:
-        self.sender = env.sender
+        self.sender = sys.intern(env.sender)
         self.parents = tuple(env.parents)
         self.kind = env.kind
         self.recipients = frozenset(env.recipients) if env.recipients else _NOBODY
         self.claims = claims
         self.delivered = delivered
+        # Is it the record ``Lineage.messages`` holds under its id? False once forgotten or
+        # replaced by a message reusing the id.
+        self.current = True
 
     def visible_to(self, agent: str) -> bool:
         if agent == self.sender:
@@ -207,17 +216,28 @@ class Genealogy:
                             seen.insert(0, pc)
                             known.add(pid)
             if seen:
+                # One pass over the (at most MAX_DERIVES + cited) earlier claims it repeats.
                 first = seen[0].origins
+                shared, depth, inherited, ids = True, 0, False, []
+                for c in seen:
+                    ids.append(c.id)
+                    if shared and c.origins is not first and c.origins != first:
+                        shared = False
+                    if c.depth > depth:
+                        depth = c.depth
+                    if c.grounded and not c.tainted:
+                        inherited = True
                 origins = (
                     first  # shared, not copied: most repeats have one source
-                    if all(c.origins == first for c in seen)
+                    if shared
                     else tuple(sorted(set().union(*(c.origins for c in seen))))
                 )
-                depth = 1 + max(c.depth for c in seen)
-                grounded = grounds or any(c.grounded and not c.tainted for c in seen)
+                depth += 1
+                grounded = grounds or inherited
+                derives = tuple(ids)
                 support = len(lin.root_families.get(claim.fingerprint, ()))  # type: ignore[union-attr]
             else:
-                origins, depth, grounded = (cid,), 0, grounds
+                origins, depth, grounded, derives = (cid,), 0, grounds, ()
                 fams = lin.root_families.get(claim.fingerprint, ()) if lin else ()
                 support = len(fams) + (family not in fams)
             grounded = grounded or self._cites_grounding(lin, claim, env)
@@ -234,7 +254,7 @@ class Genealogy:
                 Link(
                     claim,
                     cid,
-                    tuple(c.id for c in seen),
+                    derives,
                     origins,
                     depth,
                     grounded,
@@ -289,9 +309,10 @@ class Genealogy:
         if delivered and readers:
             lin.talks.setdefault(env.sender, set()).update(readers)
         nodes = []
+        msg = MessageNode(env, (), delivered)
         for link in links:
             lin.seq += 1
-            node = ClaimNode(link, env, family, lin.seq, delivered)
+            node = ClaimNode(link, env, family, lin.seq, delivered, msg)
             self._count_spread(lin, link, node, len(readers) if delivered else 0)
             node.suspect = suspect
             node.tainted = link.refuted  # repeats a convicted value: as convicted as the rest
@@ -323,7 +344,11 @@ class Genealogy:
             if not suspect and (link.grounded or confirmed):
                 lin.established.setdefault(node.key, set()).add(node.value)
             nodes.append(node)
-        lin.messages[env.id] = MessageNode(env, tuple(n.id for n in nodes), delivered)
+        msg.claims = tuple(n.id for n in nodes)
+        replaced = lin.messages.get(env.id)
+        if replaced is not None:
+            replaced.current = False
+        lin.messages[env.id] = msg
         lin.last_add = self._adds
         if nodes and (not delivered or any(n.contradicts or n.tainted for n in nodes)):
             lin.protected += 1
@@ -364,7 +389,7 @@ class Genealogy:
             touched.add((node.fingerprint, node.key, node.value))
             msg = lin.messages.get(node.message)
             if msg is not None and all(c not in lin.claims for c in msg.claims):
-                del lin.messages[node.message]
+                lin.messages.pop(node.message).current = False
         for fp, key, value in touched:
             kept = [n for n in lin.by_fingerprint.get(fp, ()) if n.id not in gone]
             if kept:
@@ -391,7 +416,7 @@ class Genealogy:
             if not any(c in lin.claims for c in msg.claims)
         ][:count]
         for mid in old:
-            del lin.messages[mid]
+            lin.messages.pop(mid).current = False
 
     def expire(self) -> list[str]:
         """Drop unprotected conversations idle for longer than ``ttl`` (message time), then,
@@ -564,20 +589,17 @@ def _recent_seen(lin: Lineage, fingerprint: str, env: Envelope) -> list[ClaimNod
     nodes = lin.by_fingerprint.get(fingerprint)
     if not nodes:
         return found
+    agent = env.sender
     for idx in range(len(nodes) - 1, max(-1, len(nodes) - 1 - SCAN), -1):
-        if _seen(lin, nodes[idx], env):
-            found.append(nodes[idx])
+        node = nodes[idx]
+        # Could the sender have read it? Its message's record decides (the one now under
+        # its id, if it was forgotten or the id reused). Citing it in ``parents`` is no
+        # proof of having read it. Convicted claims count: a repeat of one still descends
+        # from it (and inherits no grounding).
+        msg = node.msg if node.msg.current else lin.messages.get(node.message)
+        if msg is not None and msg.visible_to(agent):
+            found.append(node)
             if len(found) == MAX_DERIVES:
                 break
     found.reverse()
     return found
-
-
-def _seen(lin: Lineage, claim: ClaimNode, env: Envelope) -> bool:
-    """Could ``env``'s sender have read this claim before writing ``env``?
-
-    Convicted claims count: a repeat of one still descends from it (and inherits no grounding).
-    Citing a message in ``parents`` is no proof of having read it: visibility decides.
-    """
-    msg = lin.messages.get(claim.message)
-    return msg is not None and msg.visible_to(env.sender)
