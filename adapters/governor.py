@@ -45,6 +45,7 @@ from ostracon.routing import (
     H_VERDICT,
     header,
 )
+from ostracon.transport.kafka import stop_clients
 
 T = TypeVar("T")
 
@@ -297,8 +298,5 @@ class SidecarGovernor(Governor):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._reader
             self._reader = None
-        for client in (self._consumer, self._producer):
-            if client is not None:
-                with contextlib.suppress(Exception):
-                    await client.stop()
+        await stop_clients(self._consumer, self._producer)
         self._consumer = self._producer = None

@@ -46,7 +46,7 @@ from .envelope import MAX_ID_LENGTH, Claim, ClaimValue, Envelope, InvalidEnvelop
 from .envelope import encode as encode_envelope
 from .logs import get_logger
 from .routing import H_TAG, H_VERDICT, header
-from .transport.kafka import ensure_topics
+from .transport.kafka import ensure_topics, stop_clients
 
 if TYPE_CHECKING:
     import httpx
@@ -396,14 +396,8 @@ class Judge:
             return await self.client.judge(env, claim)
 
     async def close(self) -> None:
-        if self.consumer is not None:
-            with contextlib.suppress(Exception):
-                await self.consumer.stop()
-            self.consumer = None
-        if self.producer is not None:
-            with contextlib.suppress(Exception):
-                await self.producer.stop()
-            self.producer = None
+        await stop_clients(self.consumer, self.producer)
+        self.consumer = self.producer = None
         await self.client.aclose()
         log.info("judge stopped", **dict(self.stats))
 

@@ -423,15 +423,17 @@ class Sidecar:
         await (await self._send(alert_output(alert)))
 
     async def close(self) -> None:
-        if self.consumer is not None:
-            with contextlib.suppress(Exception):
-                await self.consumer.stop()
-            self.consumer = None
-        if self.producer is not None:
-            with contextlib.suppress(Exception):
-                await self.producer.stop()
-            self.producer = None
+        await stop_clients(self.consumer, self.producer)
+        self.consumer = self.producer = None
         log.info("sidecar stopped", **self.stats.as_dict())
+
+
+async def stop_clients(*clients: AIOKafkaConsumer | AIOKafkaProducer | None) -> None:
+    """Stop Kafka clients on shutdown; one failing to stop must not keep the others running."""
+    for client in clients:
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.stop()
 
 
 async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
