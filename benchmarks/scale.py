@@ -9,11 +9,11 @@ resident set during the fill, divided by N (it includes the message records).
 
 The process uses the sidecar's GC settings (see transport/kafka.py: serve).
 
-On a shared machine one probe (about a second) is easily slowed by another process, so
-``--repeat N`` measures every size N times, the sizes taking turns (a fresh core each time),
-and shows the medians; the probe's CPU time is shown beside its wall time (it leaves out
-the time other processes held the core). Memory: the largest growth of the N fills (later
-fills reuse memory the earlier cores freed).
+Every measurement runs in a fresh process (spawned), so no size inherits a heap that an
+earlier, larger core left fragmented. On a shared machine one probe (about a second) is easily
+slowed by another process, so ``--repeat N`` measures every size N times, the sizes taking
+turns, and shows the medians; the probe's CPU time is shown beside its wall time (it leaves
+out the time other processes held the core).
 
     python benchmarks/scale.py                 # 10^4, 10^5, 10^6
     python benchmarks/scale.py --sizes 10000 100000 --repeat 3
@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import argparse
 import gc
+import multiprocessing
 import os
 import platform
 import random
 import statistics
 import time
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 
 from ostracon.config import Config, ContainmentConfig
 from ostracon.envelope import Claim, Envelope, Kind
@@ -79,7 +81,7 @@ def rss() -> int:
 
 def measure(n: int) -> tuple[float, float, float, int]:
     """(us per message at n claims: wall, CPU; bytes per retained claim; claims retained)."""
-    gc.collect()
+    gc.set_threshold(50_000, 50, 100)  # as the sidecar process
     core = build_core(Config(containment=ContainmentConfig(max_claims_per_conversation=10**9)))
     before = rss()
     i = 0
@@ -104,21 +106,22 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10**4, 10**5, 10**6])
     parser.add_argument("--repeat", type=int, default=1, help="runs per size (medians shown)")
     args = parser.parse_args()
-    gc.set_threshold(50_000, 50, 100)  # as the sidecar process
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}; {CONVERSATIONS} conversations, {AGENTS} agents each; "
         f"probe {PROBE} messages; {args.repeat} run(s) per size"
     )
     runs: dict[int, list[tuple[float, float, float, int]]] = {n: [] for n in args.sizes}
-    for _ in range(args.repeat):
-        for n in args.sizes:
-            runs[n].append(measure(n))
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=spawn, max_tasks_per_child=1) as fresh:
+        for _ in range(args.repeat):
+            for n in args.sizes:
+                runs[n].append(fresh.submit(measure, n).result())
     base = cpu_base = None
     for n in args.sizes:
         us = statistics.median(r[0] for r in runs[n])
         cpu = statistics.median(r[1] for r in runs[n])
-        per_claim = max(r[2] for r in runs[n])
+        per_claim = statistics.median(r[2] for r in runs[n])
         base, cpu_base = base or us, cpu_base or cpu
         print(
             f"  {n:>9,} claims: {us:7.1f} us/message ({us / base:.2f}x of the smallest), "
