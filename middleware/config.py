@@ -47,6 +47,10 @@ class TopicsConfig(_Section, frozen=True):
     dead_letter: str = "ostracon.dead-letter"
     alerts: str = "ostracon.alerts"
     recalls: str = "ostracon.recalls"
+    # Shared tables every instance reads whole (accusations, blocklist changes, human
+    # decisions; see ostracon.store) and vote requests for quorum gates.
+    state: str = "ostracon.state"
+    votes: str = "ostracon.votes"
     # Used when ostracon creates missing topics (always on the embedded broker).
     partitions: PositiveInt = 4
     # 1 suits the embedded broker; use 3 on a production cluster so acks=all means something.
@@ -144,6 +148,22 @@ class JudgeConfig(_Section, frozen=True):
     max_concurrency: PositiveInt = 4  # claims judged at once
 
 
+class IdentityConfig(_Section, frozen=True):
+    """Signed agent identities (see ostracon.identity; issue 5). Fields grow with the layer."""
+
+
+class ByzantineConfig(_Section, frozen=True):
+    """Accusations, blocklist strategies, equivocation, quorum gates (see ostracon.byzantine)."""
+
+
+class SinksConfig(_Section, frozen=True):
+    """Alert sinks beside the Kafka alerts topic (see ostracon.sinks)."""
+
+
+class ApiConfig(_Section, frozen=True):
+    """The admin HTTP API and review UI (see ostracon.api)."""
+
+
 class LogConfig(_Section, frozen=True):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "console"] = "json"
@@ -164,6 +184,10 @@ class Config(_Section, frozen=True):
     monitors: MonitorsConfig = MonitorsConfig()
     rules: RulesConfig = RulesConfig()
     judge: JudgeConfig = JudgeConfig()
+    identity: IdentityConfig = IdentityConfig()
+    byzantine: ByzantineConfig = ByzantineConfig()
+    sinks: SinksConfig = SinksConfig()
+    api: ApiConfig = ApiConfig()
     log: LogConfig = LogConfig()
     embedded: EmbeddedConfig = EmbeddedConfig()
 
@@ -176,7 +200,7 @@ class Config(_Section, frozen=True):
     @property
     def all_topics(self) -> list[str]:
         t = self.topics
-        return [*t.inbound, *self.output_topics, t.alerts, t.recalls]
+        return [*t.inbound, *self.output_topics, t.alerts, t.recalls, t.state, t.votes]
 
 
 class ConfigError(Exception):

@@ -35,6 +35,7 @@ H_ERROR = "ostracon-error"
 H_REASON = "ostracon-reason"
 H_FEEDBACK = "ostracon-feedback"  # on contained records: what the sender was told
 H_TAG = "ostracon-tag-"
+H_RELEASED = "ostracon-released-by"  # on a held record later let through: who released it
 
 Headers = list[tuple[str, bytes]]
 
@@ -194,6 +195,29 @@ def alert_output(alert: Alert) -> Output:
     """A standalone alert record, not caused by one input (e.g. a failed rules reload)."""
     key = alert.conversation.encode() if alert.conversation else None
     return Output(Route.ALERTS, key, _alert_encoder.encode(alert), [])
+
+
+def released(
+    value: bytes, key: bytes | None, headers: Sequence[tuple[str, bytes]], by: str, why: str = ""
+) -> Output:
+    """A held or quarantined record let through after all (a human's release, an approving
+    quorum): its original bytes and foreign headers to the delivered topic, verdict
+    ``deliver``, the original decision id and ``ostracon-released-by``.
+
+    ``headers`` are the quarantined record's: its decision id, source and tags carry over.
+    """
+    kept = [
+        (k, v)
+        for k, v in headers
+        if not k.startswith(HEADER_PREFIX)
+        or k in (H_DECISION, H_DEDUPE, H_SOURCE)
+        or k.startswith(H_TAG)
+    ]
+    kept.append((H_VERDICT, _VERDICT_BYTES[Verdict.DELIVER]))
+    kept.append((H_RELEASED, by.encode()))
+    if why:
+        kept.append((H_REASON, why[:1024].encode()))
+    return Output(Route.DELIVERED, key, value, kept)
 
 
 FEEDBACK_SENDER = "ostracon"
