@@ -32,6 +32,7 @@ from .decision import (
 )
 from .envelope import Envelope
 from .genealogy import Genealogy
+from .store import AgentBlocked, AgentUnblocked, Event, QuarantineResolved
 
 
 @dataclass
@@ -58,6 +59,9 @@ class State:
     records: dict[str, list[int]] = field(default_factory=dict)
     monitors: dict[str, Any] = field(default_factory=dict)  # conversation -> monitor memory
     rates: dict[str, deque[float]] = field(default_factory=dict)  # sender -> recent ts (rules)
+    # State events applied (ids), and human decisions on held records: decision id -> action
+    applied: set[str] = field(default_factory=set)
+    resolved: dict[str, str] = field(default_factory=dict)
 
     def touch_conversation(self, name: str) -> ConversationState:
         """The conversation's state, marked most recently active (creates it; observe only)."""
@@ -84,6 +88,7 @@ class Context:
         "recalls",
         "risk",
         "rules",
+        "signed",
         "state",
         "stopped",
         "tags",
@@ -91,9 +96,10 @@ class Context:
         "verdict",
     )
 
-    def __init__(self, envelope: Envelope, state: State) -> None:
+    def __init__(self, envelope: Envelope, state: State, signed: bool = False) -> None:
         self.envelope = envelope
         self.state = state
+        self.signed = signed  # the shell verified the sender's signature (ostracon.identity)
         self.verdict = Verdict.DELIVER
         self.risk = 0.0
         self.reasons: list[str] = []
@@ -135,21 +141,34 @@ class Stage:
     def observe(self, ctx: Context, decision: Decision) -> None:
         """Advance ``ctx.state`` after a decision; default: nothing to remember."""
 
+    def apply_event(self, state: State, event: Event) -> list[Alert]:
+        """Advance ``state`` for a state event (ostracon.store); default: not concerned."""
+        return []
+
 
 def decide(
-    envelope: Envelope, state: State, stages: Sequence[Stage], did: str | None = None
+    envelope: Envelope,
+    state: State,
+    stages: Sequence[Stage],
+    did: str | None = None,
+    signed: bool = False,
 ) -> Decision:
     """Run the stage chain over one envelope. Pure: reads ``state``, never writes it.
 
-    ``did`` is the envelope's :func:`decision_id` when the caller already computed it.
+    ``did`` is the envelope's :func:`decision_id` when the caller already computed it;
+    ``signed`` says the shell verified the sender's signature.
     """
-    return _run(envelope, state, stages, did)[0]
+    return _run(envelope, state, stages, did, signed)[0]
 
 
 def _run(
-    envelope: Envelope, state: State, stages: Sequence[Stage], did: str | None
+    envelope: Envelope,
+    state: State,
+    stages: Sequence[Stage],
+    did: str | None,
+    signed: bool = False,
 ) -> tuple[Decision, Context]:
-    ctx = Context(envelope, state)
+    ctx = Context(envelope, state, signed)
     for stage in stages:
         stage.run(ctx)
         if ctx.stopped:
@@ -252,8 +271,26 @@ class Core:
         # Only stages that remember something are called after the decision (hot path).
         self._observers = [s for s in self.stages if type(s).observe is not Stage.observe]
 
-    def decide(self, envelope: Envelope, did: str | None = None) -> Decision:
-        decision, ctx = _run(envelope, self.state, self.stages, did)
+    def decide(self, envelope: Envelope, did: str | None = None, signed: bool = False) -> Decision:
+        decision, ctx = _run(envelope, self.state, self.stages, did, signed)
         for stage in self._observers:
             stage.observe(ctx, decision)
         return decision
+
+    def apply(self, event: Event) -> list[Alert]:
+        """Apply a state event once (by id): the same events give every instance the same
+        state whatever else it decided. Returns the alerts the change raises."""
+        state = self.state
+        if event.id in state.applied:
+            return []
+        state.applied.add(event.id)
+        if isinstance(event, AgentBlocked):
+            state.blocklist[event.agent] = event.reason
+        elif isinstance(event, AgentUnblocked):
+            state.blocklist.pop(event.agent, None)
+        elif isinstance(event, QuarantineResolved):
+            state.resolved[event.decision_id] = event.action
+        alerts: list[Alert] = []
+        for stage in self.stages:
+            alerts += stage.apply_event(state, event)
+        return alerts

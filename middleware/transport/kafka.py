@@ -41,6 +41,7 @@ from ..routing import (
     alert_output,
     header,
 )
+from ..store import Event, encode_event
 
 log = get_logger("ostracon.sidecar")
 
@@ -417,6 +418,17 @@ class Sidecar:
                 source=header(out.headers, H_SOURCE),
             )
             return await self.producer.send(topic, out.value[:limit], key=out.key, headers=headers)
+
+    async def publish_event(self, event: Event) -> list[Alert]:
+        """Apply a state event here and write it to the state topic for every other instance
+        (and for this one after a restart); returns once the broker acknowledged it."""
+        alerts = self.core.apply(event)
+        assert self.producer is not None
+        key, value = encode_event(event)
+        await (await self.producer.send(self.config.topics.state, value, key=key))
+        for alert in alerts:
+            await self.emit_alert(alert)
+        return alerts
 
     async def emit_alert(self, alert: Alert) -> None:
         """Produce a standalone alert (not tied to an input) and wait for its ack."""
