@@ -23,7 +23,8 @@ import asyncio
 import collections
 import contextlib
 import threading
-from collections.abc import Callable, Coroutine
+import time
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, Literal, TypeVar
 
 import msgspec
@@ -33,6 +34,7 @@ from ostracon.config import Config
 from ostracon.core import Core
 from ostracon.decision import Alert, Verdict, decision_id
 from ostracon.envelope import Envelope, encode
+from ostracon.identity import Signer, sign
 from ostracon.pipeline import build_core
 from ostracon.routing import (
     H_DECISION,
@@ -147,6 +149,8 @@ class SidecarGovernor(Governor):
     Each instance reads every partition of the output topics from their end when it starts
     (no consumer group: every adapter process sees every ruling and keeps those it awaits).
     Call :meth:`start` (or use it as an async context manager) before :meth:`rule`.
+    ``signers`` (sender name -> signer, see ostracon.identity) signs those senders'
+    envelopes before they are produced, stamping ``ts`` when it is missing.
     """
 
     def __init__(
@@ -154,12 +158,14 @@ class SidecarGovernor(Governor):
         config: Config,
         timeout_s: float = 5.0,
         fail: Literal["closed", "open"] = "closed",
+        signers: Mapping[str, Signer] | None = None,
     ) -> None:
         if not config.kafka.bootstrap_servers:
             raise ValueError("the sidecar backend needs kafka.bootstrap_servers")
         self.config = config
         self.timeout_s = timeout_s
         self.fail = fail
+        self.signers = dict(signers or {})
         self._by_decision: dict[str, asyncio.Future[Ruling]] = {}
         self._by_source: dict[str, asyncio.Future[Ruling]] = {}
         self._producer: AIOKafkaProducer | None = None
@@ -215,6 +221,11 @@ class SidecarGovernor(Governor):
         fut: asyncio.Future[Ruling] = self._by_decision.get(did) or loop.create_future()
         self._by_decision[did] = fut
         topic = self.config.topics.inbound[0]
+        signer = self.signers.get(env.sender)
+        if signer is not None:
+            if env.ts is None:  # a signed message needs a ts inside the sidecar's window
+                env = msgspec.structs.replace(env, ts=time.time())
+            env = sign(env, signer)
         try:
             meta = await self._producer.send_and_wait(
                 topic, encode(env), key=env.conversation.encode()

@@ -52,12 +52,27 @@ def demo(
     delay: Annotated[
         float, typer.Option(help="Seconds between the scripted agents' messages.")
     ] = 0.3,
+    serve: Annotated[
+        bool, typer.Option(help="After the run, serve the review UI until Ctrl-C.")
+    ] = True,
+    serve_seconds: Annotated[
+        float | None,
+        typer.Option(min=0, help="Serve the review UI this long, then exit (for scripts)."),
+    ] = None,
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="Loopback port of the UI (taken: any free).")
+    ] = 8470,
 ) -> None:
-    """Embedded broker + sidecar + a scripted team in which one agent seeds a false claim."""
+    """Embedded broker + sidecar + a scripted team in which one agent seeds a false claim.
+
+    Then prints the review UI's address and token and serves it (release or deny the held
+    messages there) until Ctrl-C; --no-serve exits after the run.
+    """
     from .demo import run_demo
 
     configure("error", "console")  # the demo narrates; logs would interleave
-    raise typer.Exit(asyncio.run(run_demo(delay=delay)))
+    seconds = serve_seconds if serve else 0  # None: until Ctrl-C
+    raise typer.Exit(asyncio.run(run_demo(delay=delay, serve=seconds, api_port=port)))
 
 
 @app.command()
@@ -231,6 +246,170 @@ def rules_explain(
     for past in before:
         core.decide(past)
     print_explanation(explain(core, env), Console(highlight=False))
+
+
+identity_app = typer.Typer(help="Agent keys and signed envelopes.", no_args_is_help=True)
+app.add_typer(identity_app, name="identity")
+
+
+@identity_app.command("keygen")
+def identity_keygen(
+    agent: Annotated[str, typer.Option("--agent", "-a", help="The agent's sender name.")] = "agent",
+    hmac_secret: Annotated[
+        bool, typer.Option("--hmac", help="A shared HMAC-SHA256 secret instead of Ed25519.")
+    ] = False,
+) -> None:
+    """Print a new Ed25519 key pair (or HMAC secret) for one agent, ready for the config."""
+    import re
+
+    from .identity import ED25519, HMAC, keygen
+
+    var = (
+        "OSTRACON_"
+        + ("SECRET_" if hmac_secret else "KEY_")
+        + re.sub(r"[^A-Z0-9]+", "_", agent.upper()).strip("_")
+    )
+    secret, public = keygen(HMAC if hmac_secret else ED25519)
+    if hmac_secret:
+        typer.echo(
+            f"# shared secret: in the agent's and the sidecar's environment only\n{var}={secret}"
+        )
+        entry = f"hmac_secret_env: {var}"
+    else:
+        typer.echo(f"# private key: give it to the agent only (e.g. as {var})\n{var}={secret}")
+        entry = f"ed25519_public_key: {public}"
+    typer.echo(f"# ostracon.yaml\nidentity:\n  agents:\n    {agent}:\n      {entry}")
+
+
+@identity_app.command("sign")
+def identity_sign(
+    key_env: Annotated[
+        str, typer.Option("--key-env", help="Env var holding the Ed25519 private key or secret.")
+    ],
+    hmac_secret: Annotated[bool, typer.Option("--hmac", help="The key is an HMAC secret.")] = False,
+    file: Annotated[
+        Path | None, typer.Argument(help="JSON-lines envelopes; omitted = stdin.")
+    ] = None,
+) -> None:
+    """Sign envelopes (one JSON object per line) and print them with ``sig`` set."""
+    import os
+    import sys
+
+    from .envelope import InvalidEnvelope, decode, encode
+    from .identity import Ed25519Signer, HmacSigner, Signer, sign
+
+    key = os.environ.get(key_env, "")
+    if not key:
+        err.print(f"[red]error:[/red] environment variable {key_env} is unset", highlight=False)
+        raise typer.Exit(2)
+    try:
+        signer: Signer = HmacSigner(key) if hmac_secret else Ed25519Signer(key)
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] {key_env}: {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    lines = file.read_text(encoding="utf-8").splitlines() if file else sys.stdin
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            envelope = decode(line.encode(), 1 << 30)
+        except InvalidEnvelope as exc:
+            err.print(f"[red]error:[/red] {file or '<stdin>'}:{n}: {exc}", highlight=False)
+            raise typer.Exit(2) from None
+        typer.echo(encode(sign(envelope, signer)).decode())
+
+
+blocklist_app = typer.Typer(
+    help="The shared blocklist: human blocks and unblocks as state events (audited).",
+    no_args_is_help=True,
+)
+app.add_typer(blocklist_app, name="blocklist")
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="YAML config with kafka.bootstrap_servers.")
+]
+ByOpt = Annotated[
+    str | None, typer.Option("--by", help="Who decides (audit); default human:$USER.")
+]
+
+
+def _state_cli(config: Path | None, action: object) -> None:
+    """Run one state-topic client action (ostracon.transport.state) against the cluster of
+    ``config``; a config without kafka.bootstrap_servers, or a broker error, exits 2."""
+    from rich.markup import escape
+
+    from .transport.state import cli_action
+
+    try:
+        cfg = load_config(config)
+        if cfg.kafka.bootstrap_servers is None:
+            where = str(config or "--config")
+            problem = "needed to reach the running cluster"
+            raise ConfigError(where, None, "kafka.bootstrap_servers", problem)
+        typer.echo(asyncio.run(cli_action(cfg, action)))  # type: ignore[arg-type]
+    except ConfigError as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except (OSError, RuntimeError, TimeoutError) as exc:  # broker unreachable, ...
+        err.print(f"[red]error:[/red] {escape(repr(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+@blocklist_app.command("add")
+def blocklist_add(
+    agent: Annotated[str, typer.Argument(help="The agent to block.")],
+    reason: Annotated[str, typer.Option("--reason", "-r", help="Why (shown on its messages).")],
+    by: ByOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Block an agent on every instance (an AgentBlocked event on topics.state)."""
+    from .transport.state import HumanAction
+
+    _state_cli(config, HumanAction("block", agent, reason, by))
+
+
+@blocklist_app.command("remove")
+def blocklist_remove(
+    agent: Annotated[str, typer.Argument(help="The agent to unblock.")],
+    why: Annotated[str, typer.Option("--why", help="Why (audit).")] = "",
+    by: ByOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Unblock an agent: overrides every accusation and block made before now."""
+    from .transport.state import HumanAction
+
+    _state_cli(config, HumanAction("unblock", agent, why, by))
+
+
+@blocklist_app.command("list")
+def blocklist_list(
+    config: ConfigOpt = None,
+    fmt: Annotated[Literal["text", "json"], typer.Option("--format", "-f")] = "text",
+) -> None:
+    """The blocklist every instance computes from the state topic, with the accusations
+    against each agent and the accusers' credibility."""
+    from .transport.state import HumanAction
+
+    _state_cli(config, HumanAction("list", "", fmt, None))
+
+
+@app.command()
+def accuse(
+    accused: Annotated[str, typer.Argument(help="The agent accused.")],
+    reason: Annotated[str, typer.Option("--reason", "-r", help="Why.")],
+    evidence: Annotated[
+        list[str] | None, typer.Option("--evidence", "-e", help="Message id (repeat).")
+    ] = None,
+    conversation: Annotated[str, typer.Option(help="Where the evidence is.")] = "",
+    by: ByOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """A human accusation (AccusationMade, source human) for the blocklist strategy to weigh."""
+    from .transport.state import HumanAction
+
+    _state_cli(
+        config, HumanAction("accuse", accused, reason, by, list(evidence or ()), conversation)
+    )
 
 
 @app.command()

@@ -92,8 +92,9 @@ Conditions have no side effects and never raise, so ``and``/``or`` operands are 
 cheapest first (a field test before a function, a regex, then a loop over records; equal
 costs keep the written order) -- the result cannot differ. One :class:`Compiler` compiles an
 expression that several conditions share (``sender.role != "auditor"``, a macro) to the same
-closures, and gives each condition its top-level ``conjuncts``, ``guards`` and
-``record_guards`` so that a rule set can be indexed (see ``ostracon.rules``).
+closures, and gives each condition its top-level ``conjuncts``, ``guards``,
+``record_guards``, ``thresholds`` and ``text_tests`` so that a rule set can be indexed (see
+``ostracon.rules``).
 ``benchmarks/conditions.py`` measures 100 rules per message.
 """
 
@@ -177,6 +178,11 @@ class ConditionError(Exception):
 Guard = tuple[str, frozenset[Any]]
 RecordGuard = tuple[str, str, frozenset[Any]]
 Conjunct = tuple[frozenset[str], Callable[[Any], bool]]
+# (field, op, number, the conjunct): the conjunct is exactly ``field <op> number``
+Threshold = tuple[str, str, int | float, Callable[[Any], bool]]
+# (the conjunct, ((field, "" | "lower" | "upper", needle), ...)): the conjunct is exactly the
+# ``or`` of ``contains([lower|upper](field), "needle")`` over a str field
+TextTest = tuple[Callable[[Any], bool], tuple[tuple[str, str, str], ...]]
 
 
 class Condition:
@@ -203,6 +209,16 @@ class Condition:
         ..)`` (or ``in``, or a bare bool ``c.field``) or ``coll.count(c, ..) >= n`` with
         ``n >= 1``, over a facts-level records field: the condition can be true only when some
         record of the collection has its field equal to one of ``values``.
+    ``thresholds``
+        ``(field, op, number, fn)`` for each conjunct ``fn`` that is exactly ``field <op>
+        number`` (or ``number <op> field``, flipped) with ``op`` one of ``< <= > >=`` and
+        ``field`` a facts-level NUM or ANY field: a rule set can decide it for many rules with
+        one read of the field (see ``ostracon.rules``).
+    ``text_tests``
+        ``(fn, ((field, case, needle), ..))`` for each conjunct ``fn`` that is exactly
+        ``contains(field, "needle")`` (``case`` "") or ``contains(lower(field), "needle")``
+        (``case`` "lower"; "upper" likewise), or an ``or`` of such, over facts-level str
+        fields: true exactly when some needle is in its field (cased as said).
     """
 
     __slots__ = (
@@ -214,6 +230,8 @@ class Condition:
         "guards",
         "record_guards",
         "text",
+        "text_tests",
+        "thresholds",
     )
 
     def __init__(
@@ -226,6 +244,8 @@ class Condition:
         conjuncts: Sequence[Conjunct] | None = None,
         guards: Sequence[Guard] = (),
         record_guards: Sequence[RecordGuard] = (),
+        thresholds: Sequence[Threshold] = (),
+        text_tests: Sequence[TextTest] = (),
     ) -> None:
         self.text = text
         self.fn = fn
@@ -237,6 +257,8 @@ class Condition:
         )
         self.guards: tuple[Guard, ...] = tuple(guards)
         self.record_guards: tuple[RecordGuard, ...] = tuple(record_guards)
+        self.thresholds: tuple[Threshold, ...] = tuple(thresholds)
+        self.text_tests: tuple[TextTest, ...] = tuple(text_tests)
 
     @property
     def getters(self) -> Mapping[str, Fn]:
@@ -1520,6 +1542,8 @@ class Compiler:
         conjuncts: list[Conjunct] | None = None
         guards: list[Guard] = []
         record_guards: list[RecordGuard] = []
+        thresholds: list[Threshold] = []
+        text_tests: list[TextTest] = []
         saved = self._text, self._getters
         self._text, self._getters = text, {}
         try:
@@ -1540,9 +1564,31 @@ class Compiler:
                 exists = self._exists_guard(op)
                 if exists is not None:
                     record_guards.append(exists)
+                th = self._threshold(op)
+                tt = self._text_tests(op) if th is None else None
+                if th is not None or tt:
+                    # the closure a conjunct of the condition is (a macro named alone may
+                    # compile to another one: then there is no such conjunct)
+                    ofn = self._bool_fn(self._c(op, _TOP), op)
+                    if any(ofn is f for _, f in conjuncts or ((c.fields, fn),)):
+                        if th is not None:
+                            thresholds.append((*th, ofn))
+                        elif tt:
+                            text_tests.append((ofn, tuple(tt)))
         finally:
             self._text, self._getters = saved
-        return Condition(text, fn, c.fields, parts, getters, conjuncts, guards, record_guards)
+        return Condition(
+            text,
+            fn,
+            c.fields,
+            parts,
+            getters,
+            conjuncts,
+            guards,
+            record_guards,
+            thresholds,
+            text_tests,
+        )
 
     def check_macros(self) -> None:
         """Compile every macro now, so a broken one fails at load even if no rule uses it."""
@@ -1832,6 +1878,52 @@ class Compiler:
             assert isinstance(right, _Path)
             return f[0], frozenset(self.lists[right.segs[0]])
         return None
+
+    def _threshold(self, node: _Node) -> tuple[str, str, int | float] | None:
+        """(field, op, number) when ``node`` is ``field <op> number`` or ``number <op> field``
+        (flipped) for a facts-level NUM or ANY field and an ordering operator."""
+        body = self._macro_node(node)
+        if body is not None:
+            return self._threshold(body)
+        if not isinstance(node, _Cmp) or node.op not in ("<", "<=", ">", ">="):
+            return None
+        op, left, right = node.op, node.left, node.right
+        if isinstance(left, _Lit):
+            op, left, right = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}[op], right, left
+        n = right.value if isinstance(right, _Lit) else None
+        if not isinstance(n, (int, float)) or isinstance(n, bool) or n != n:
+            return None
+        f = self._facts_field(left)
+        if f is None or f[1] not in (Type.NUM, Type.ANY):
+            return None
+        return f[0], op, n
+
+    def _text_tests(self, node: _Node) -> list[tuple[str, str, str]] | None:
+        """((field, case, needle), ..) when ``node`` is ``contains([lower|upper](field),
+        "needle")`` over a facts-level str field, or an ``or`` of such."""
+        body = self._macro_node(node)
+        if body is not None:
+            return self._text_tests(body)
+        if isinstance(node, _BoolOp) and node.op == "or":
+            out: list[tuple[str, str, str]] = []
+            for op in node.operands:
+                found = self._text_tests(op)
+                if found is None:
+                    return None
+                out += found
+            return out
+        if not isinstance(node, _Call) or node.name != "contains" or len(node.args) != 2:
+            return None
+        x, y = node.args
+        if not isinstance(y, _Lit) or not isinstance(y.value, str):
+            return None
+        case = ""
+        if isinstance(x, _Call) and x.name in ("lower", "upper") and len(x.args) == 1:
+            case, x = x.name, x.args[0]
+        f = self._facts_field(x)
+        if f is None or f[1] is not Type.STR:
+            return None
+        return [(f[0], case, y.value)]
 
     def _exists_guard(self, node: _Node) -> RecordGuard | None:
         """``coll.any(c, c.f == k and ..)`` or ``coll.count(c, c.f == k and ..) >= n`` (n >= 1)

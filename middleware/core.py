@@ -24,10 +24,14 @@ from .decision import (
     Alert,
     ClaimReport,
     Decision,
+    Label,
     Recall,
+    Ruling,
     Severity,
     StageOutcome,
     Verdict,
+    VoteRequest,
+    alert_id,
     decision_id,
 )
 from .envelope import Envelope
@@ -62,6 +66,11 @@ class State:
     # State events applied (ids), and human decisions on held records: decision id -> action
     applied: set[str] = field(default_factory=set)
     resolved: dict[str, str] = field(default_factory=dict)
+    quorum: Any = None  # ostracon.quorum.GateState: open ballots, adaptive thresholds
+    # ostracon.byzantine: its memory (byzantine.Trust: accusations, equivocation index) and
+    # the derived accused -> distinct counted accusers (rules' sender.accusations)
+    byzantine: Any = None
+    accusers: dict[str, frozenset[str]] = field(default_factory=dict)
 
     def touch_conversation(self, name: str) -> ConversationState:
         """The conversation's state, marked most recently active (creates it; observe only)."""
@@ -88,12 +97,14 @@ class Context:
         "recalls",
         "risk",
         "rules",
+        "rulings",
         "signed",
         "state",
         "stopped",
         "tags",
         "trail",
         "verdict",
+        "vote_request",
     )
 
     def __init__(self, envelope: Envelope, state: State, signed: bool = False) -> None:
@@ -111,6 +122,8 @@ class Context:
         self.claims: list[ClaimReport] = []
         self.feedback = ""
         self.recalls: list[Recall] = []
+        self.vote_request: VoteRequest | None = None  # set by ostracon.quorum
+        self.rulings: list[Ruling] = []
         self.notes: dict[str, object] = {}  # stage scratch, handed to ``observe``
         self.stopped = False
 
@@ -124,6 +137,15 @@ class Context:
 
     def alert(self, alert: Alert) -> None:
         self.alerts.append(alert)
+
+    def alert_sender(
+        self, kind: str, severity: Severity, summary: str, rule: str, evidence: list[str]
+    ) -> None:
+        """An alert about this message's sender, raised by ``rule`` (a stage's name)."""
+        env = self.envelope
+        self.alerts.append(
+            Alert(kind, severity, summary, env.conversation, [env.sender], evidence, [rule])
+        )
 
     def stop(self) -> None:
         """No later stage runs (used when the outcome cannot get more restrictive)."""
@@ -144,6 +166,11 @@ class Stage:
     def apply_event(self, state: State, event: Event) -> list[Alert]:
         """Advance ``state`` for a state event (ostracon.store); default: not concerned."""
         return []
+
+    def tick(self, state: State, now: float) -> tuple[list[Ruling], list[Alert]]:
+        """Advance ``state`` to ``now`` (Unix seconds, from the shell's clock: deadlines);
+        default: nothing is due."""
+        return [], []
 
 
 def decide(
@@ -175,9 +202,7 @@ def _run(
             break
     did = did or decision_id(envelope.conversation, envelope.id)
     if ctx.alerts:
-        ctx.alerts = [
-            a if a.decision_id else _with_decision(a, did, envelope.ts) for a in ctx.alerts
-        ]
+        ctx.alerts = _stamp_alerts(ctx, did)
     if ctx.recalls:
         ctx.recalls = [msgspec.structs.replace(r, decision_id=did) for r in ctx.recalls]
     decision = Decision(
@@ -196,12 +221,30 @@ def _run(
         claims=ctx.claims,
         feedback=ctx.feedback,
         recalls=ctx.recalls,
+        vote_request=ctx.vote_request,
+        rulings=ctx.rulings,
     )
     return decision, ctx
 
 
-def _with_decision(alert: Alert, did: str, ts: float | None) -> Alert:
-    return msgspec.structs.replace(alert, decision_id=did, ts=alert.ts if alert.ts else ts)
+def _stamp_alerts(ctx: Context, did: str) -> list[Alert]:
+    """Fill what a stage left unset: decision id, alert id, the message's time, and the
+    message's unverified or contradicted claims (the ones an alert is usually about)."""
+    ts = ctx.envelope.ts
+    claims = [f"{c.key}={c.value}" for c in ctx.claims if c.label is not Label.GREEN]
+    out = []
+    for i, a in enumerate(ctx.alerts):
+        a_did = a.decision_id or did
+        out.append(
+            msgspec.structs.replace(
+                a,
+                decision_id=a_did,
+                id=a.id or alert_id(a_did, a.kind, i),
+                ts=a.ts if a.ts else ts,
+                claims=a.claims or claims,
+            )
+        )
+    return out
 
 
 class BlocklistStage(Stage):
@@ -294,3 +337,15 @@ class Core:
         for stage in self.stages:
             alerts += stage.apply_event(state, event)
         return alerts
+
+    def tick(self, now: float) -> tuple[list[Ruling], list[Alert]]:
+        """Let the stages act on time passing (the core has no clock: the shell calls this
+        periodically with wall-clock ``now``): e.g. quorum ballots past their deadline."""
+        rulings: list[Ruling] = []
+        alerts: list[Alert] = []
+        for stage in self.stages:
+            if type(stage).tick is not Stage.tick:
+                r, a = stage.tick(self.state, now)
+                rulings += r
+                alerts += a
+        return rulings, alerts

@@ -40,17 +40,30 @@ class Severity(enum.StrEnum):
 
 
 class Alert(msgspec.Struct, frozen=True):
-    """Something an operator should see. Sinks stamp wall-clock time; the core has no clock."""
+    """Something an operator should see (the JSON shape: docs/protocol.md, "Alerts").
+
+    The core stamps ``decision_id``, ``id`` (see :func:`alert_id`), ``ts`` (the message's
+    own time) and ``claims``; it has no clock, so a shell stamps ``ts`` when it is unset.
+    """
 
     kind: str
     severity: Severity
     summary: str
     conversation: str
     agents: list[str] = []
-    evidence: list[str] = []
+    evidence: list[str] = []  # message ids
     rules: list[str] = []
     decision_id: str = ""
     ts: float | None = None
+    id: str = ""
+    claims: list[str] = []  # "key=value" fingerprints the alert is about
+
+
+def alert_id(decision_id: str, kind: str, index: int) -> str:
+    """Deterministic alert id: the same decision made again yields the same alert ids, so
+    sinks and receivers can drop repeats (``index`` orders the decision's alerts)."""
+    digest = hashlib.blake2b(f"{decision_id}|{kind}|{index}".encode(), digest_size=10)
+    return "a-" + digest.hexdigest()
 
 
 class Accusation(msgspec.Struct, frozen=True):
@@ -60,6 +73,15 @@ class Accusation(msgspec.Struct, frozen=True):
     accused: str
     reason: str
     evidence: list[str] = []
+    # Filled by the byzantine stage (ostracon.byzantine): evidence ids by the accused found
+    # Red or convicted, ids found right, whether the accusing message built on tainted
+    # claims, the source (agent, rule, verifier, human, equivocation) and, for a proof such
+    # as equivocation, an immediate block.
+    proven: list[str] = []
+    refuted: list[str] = []
+    tainted: bool = False
+    source: str = ""
+    block: bool = False
 
 
 class Label(enum.StrEnum):
@@ -98,6 +120,37 @@ class Recall(msgspec.Struct, frozen=True):
     decision_id: str = ""  # the decision that convicted it
 
 
+class VoteRequest(msgspec.Struct, frozen=True, tag="vote-request", tag_field="type"):
+    """A quorum gate asks validators to approve or reject a held message (ostracon.quorum).
+
+    Written to ``topics.votes``; the JSON shape is in docs/protocol.md (Vote requests).
+    """
+
+    held: str  # the held message's id: votes answer with parents=[held]
+    decision_id: str
+    conversation: str
+    sender: str
+    validators: list[str]  # [] = any registered agent but the sender
+    quorum: float  # approving (or rejecting) weight that decides
+    max_share: float  # diversity cap: share of the quorum one model family or lineage may give
+    question: str
+    claims: list[ClaimReport] = []
+    deadline: float | None = None  # message time (Unix seconds); None = set by the first tick
+
+
+class Ruling(msgspec.Struct, frozen=True):
+    """A quorum gate's outcome for a held message: ``approve`` releases it, ``reject`` and
+    ``timeout`` leave it quarantined for a human (ostracon.quorum)."""
+
+    decision_id: str  # the held message's decision
+    conversation: str
+    message_id: str
+    outcome: str  # "approve" | "reject" | "timeout"
+    approve: float = 0.0  # weight counted for each side
+    reject: float = 0.0
+    voters: list[str] = []  # whose votes were taken (a capped one may add no weight)
+
+
 class StageOutcome(msgspec.Struct, frozen=True):
     """One stage's contribution, kept in the decision's trail for explanation and replay."""
 
@@ -124,6 +177,8 @@ class Decision(msgspec.Struct, frozen=True):
     claims: list[ClaimReport] = []
     feedback: str = ""  # text sent back to the sender when its message is blocked or held
     recalls: list[Recall] = []
+    vote_request: VoteRequest | None = None  # a quorum gate opened a ballot on this message
+    rulings: list[Ruling] = []  # ballots this message decided (a vote) or timed out
 
 
 def decision_id(conversation: str, message_id: str) -> str:

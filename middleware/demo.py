@@ -279,8 +279,17 @@ def _clip(text: str, width: int = 52) -> str:
     return escape(repr(text if len(text) <= width else text[: width - 1] + "…"))
 
 
-async def run_demo(delay: float = 0.3, out: Console | None = None) -> int:
-    """Run the demo end to end; return the process exit code."""
+async def run_demo(
+    delay: float = 0.3,
+    out: Console | None = None,
+    serve: float | None = 0,
+    api_port: int = 8470,
+) -> int:
+    """Run the demo end to end; return the process exit code.
+
+    Then, unless ``serve`` is 0, serve the admin API and review UI on loopback for ``serve``
+    seconds (None: until Ctrl-C), the sidecar still running behind it.
+    """
     out = out or Console()
     started = time.monotonic()
     cfg = Config(
@@ -330,6 +339,9 @@ async def run_demo(delay: float = 0.3, out: Console | None = None) -> int:
                     await asyncio.sleep(0.02)
                 await asyncio.sleep(delay)
             await asyncio.sleep(0.3)  # let the last alerts and recalls print
+            _summarize(watch, baseline, out, time.monotonic() - started)
+            if serve is None or serve > 0:
+                await _serve_ui(sidecar, serve, api_port, out)
         finally:
             await producer.stop()
             stop.set()
@@ -338,8 +350,44 @@ async def run_demo(delay: float = 0.3, out: Console | None = None) -> int:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
-    _summarize(watch, baseline, out, time.monotonic() - started)
     return 0
+
+
+async def _serve_ui(sidecar: Sidecar, seconds: float | None, port: int, out: Console) -> None:
+    """The admin API and review UI over the demo's sidecar, until Ctrl-C or ``seconds``."""
+    import secrets
+    import signal
+
+    from .api import AdminApi
+    from .config import ApiConfig
+
+    token = secrets.token_urlsafe(18)
+    api = AdminApi(sidecar, ApiConfig(enabled=True, port=port, token=token, user="demo"))
+    try:
+        url = await api.start()
+    except OSError:  # the port is taken: any free one will do
+        api = AdminApi(sidecar, ApiConfig(enabled=True, port=0, token=token, user="demo"))
+        url = await api.start()
+    done = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, done.set)
+    until = "Ctrl-C to stop" if seconds is None else f"for {seconds:g}s"
+    out.print(
+        f"\nreview UI: [bold]{url}/ui/#token={token}[/bold]\n"
+        f"admin API: {url}/api (bearer token [bold]{token}[/bold]; OpenAPI at "
+        f"{url}/openapi.json). Serving {until}.",
+        highlight=False,
+        soft_wrap=True,
+    )
+    try:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), seconds)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await api.close()
+        out.print("review UI stopped")
 
 
 def _summarize(watch: Watch, baseline: list[str], out: Console, seconds: float) -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import networkx as nx
@@ -173,9 +173,12 @@ class Genealogy:
         max_claims: int = 200_000,
         ttl: float = 86_400.0,
         max_conversations: int = 100_000,
+        families: Mapping[str, str] | None = None,
     ) -> None:
         self.lineages: dict[str, Lineage] = {}
         self.trusted = frozenset(trusted)  # senders whose claims are grounded by definition
+        # registered agent -> model family (identity config): beats what meta says
+        self.families: Mapping[str, str] = dict(families or {})
         self.max_claims = max_claims  # per conversation; see evict()
         self.ttl = ttl  # seconds of message time a conversation may stay idle; see expire()
         self.max_conversations = max_conversations  # least recently active go first; expire()
@@ -192,7 +195,7 @@ class Genealogy:
     def link(self, env: Envelope, claims: Sequence[ExtractedClaim]) -> list[Link]:
         """Place a message's claims in the lineage without recording anything."""
         lin = self.lineages.get(env.conversation)
-        family = model_family(env)
+        family = model_family(env, self.families)
         grounds = self.grounds(env)
         links = []
         for n, claim in enumerate(claims):
@@ -298,7 +301,7 @@ class Genealogy:
         lin = self.lineages.get(env.conversation)
         if lin is None:
             lin = self.lineages[env.conversation] = Lineage()
-        family = model_family(env)
+        family = model_family(env, self.families)
         for parent in env.parents:
             pmsg = lin.messages.get(parent)
             if pmsg is not None and pmsg.sender != env.sender:
@@ -576,9 +579,12 @@ class Genealogy:
         return bool(lin) and len(lin.dependents.get(agent, ())) >= min_dependents  # type: ignore[union-attr]
 
 
-def model_family(env: Envelope) -> str:
-    """The model family behind the sender; unknown = the sender itself (assume independent)."""
-    fam = env.meta.get("model_family") if env.meta else None
+def model_family(env: Envelope, families: Mapping[str, str] | None = None) -> str:
+    """The model family behind the sender: as registered in ``families`` (identity config),
+    else ``meta.model_family``; unknown = the sender itself (assume independent)."""
+    fam = families.get(env.sender) if families else None
+    if not fam:
+        fam = env.meta.get("model_family") if env.meta else None
     return sys.intern(str(fam) if fam else f"agent:{env.sender}")  # one copy per family
 
 

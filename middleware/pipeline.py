@@ -11,7 +11,7 @@ from .monitors import MonitorStage
 
 def build_core(config: Config, assume_delivered: bool = False) -> Core:
     """blocklist -> lineage (claims, genealogy, labels, risk) -> containment -> monitors ->
-    membership.
+    rules -> byzantine -> quorum -> membership.
 
     ``assume_delivered`` is for replaying transcripts: the genealogy records every message as
     delivered (it was), while decisions still say what ostracon would have done.
@@ -26,6 +26,28 @@ def build_core(config: Config, assume_delivered: bool = False) -> Core:
         from .rules import RulesStage, load_rules
 
         stages.append(RulesStage(load_rules(config.rules.paths)))
+    # With signing on, only verified senders accuse or vote (permissive lets unsigned on).
+    signing = config.identity.mode != "off"
+    if config.byzantine.enabled:  # after the rules: it weighs their accusations' evidence
+        from .byzantine import ByzantineStage
+
+        stages.append(
+            ByzantineStage(
+                config.byzantine,
+                config.identity.registered,
+                config.blocklist.agents,
+                config.byzantine.max_conversations,
+                signing,
+            )
+        )
+    if config.quorum.enabled:  # after the rules: their hold actions open the ballots
+        from .quorum import QuorumStage
+
+        stages.append(
+            QuorumStage(
+                config.quorum, config.identity.registered, signing, config.identity.families()
+            )
+        )
     stages.append(MembershipStage())
     state = State(
         blocklist=dict(config.blocklist.agents),
@@ -34,6 +56,7 @@ def build_core(config: Config, assume_delivered: bool = False) -> Core:
             config.containment.max_claims_per_conversation,
             config.containment.conversation_ttl_s,
             config.containment.max_conversations,
+            config.identity.families(),
         ),
     )
     return Core(stages, state)

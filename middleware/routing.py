@@ -9,18 +9,25 @@ bus route identically.
 
 from __future__ import annotations
 
+import collections
 import enum
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal, NamedTuple
 
 import msgspec
 
+from .byzantine import accusation_events
 from .config import Config
 from .core import Core
-from .decision import Alert, Decision, Verdict, decision_id
+from .decision import Alert, Decision, Ruling, Severity, Verdict, alert_id, decision_id
 from .dedupe import DedupeWindow
 from .envelope import Envelope, InvalidEnvelope, Kind, decode, encode
+from .identity import Failure, Verifier, count_against, failure_alert
 from .pipeline import build_core
+from .quorum import QuorumStage
+from .store import QuarantineResolved, encode_event, event_id
 
 HEADER_PREFIX = "ostracon-"
 H_VERDICT = "ostracon-verdict"
@@ -40,6 +47,16 @@ H_RELEASED = "ostracon-released-by"  # on a held record later let through: who r
 Headers = list[tuple[str, bytes]]
 
 
+class Held(NamedTuple):
+    """A record held for a quorum, as forwarded to the quarantine topic."""
+
+    value: bytes
+    key: bytes | None
+    headers: Headers
+    sender: str  # refused release once blocklisted
+    size: int  # bytes counted against quorum.max_held_bytes
+
+
 class Route(enum.StrEnum):
     """Which configured topic an output goes to."""
 
@@ -48,6 +65,8 @@ class Route(enum.StrEnum):
     DEAD_LETTER = "dead_letter"
     ALERTS = "alerts"
     RECALLS = "recalls"
+    VOTES = "votes"  # quorum gates' vote requests (ostracon.quorum)
+    STATE = "state"  # state events: accusations, blocks (ostracon.store, ostracon.byzantine)
 
 
 class Output(msgspec.Struct, frozen=True, array_like=True):
@@ -78,10 +97,28 @@ _ROUTE_FOR = {v: Route.DELIVERED if v.delivers else Route.QUARANTINE for v in Ve
 class Router:
     """Routes inbound records through the core; keeps the dedupe window."""
 
-    def __init__(self, core: Core, max_message_bytes: int, window: DedupeWindow) -> None:
+    def __init__(
+        self,
+        core: Core,
+        max_message_bytes: int,
+        window: DedupeWindow,
+        identity: Verifier | None = None,
+        max_held: int = 10_000,
+        max_held_bytes: int = 256 * 1024 * 1024,
+    ) -> None:
         self.core = core
         self.max_message_bytes = max_message_bytes
         self.window = window
+        self.identity = identity  # None: identity checks off (see ostracon.identity)
+        # Records held for a quorum (decision id -> Held), so an approving vote can release
+        # them; bounded in count and bytes (beyond, the oldest ballots escalate to a human),
+        # in memory only: after a restart a held record waits in the quarantine topic for a
+        # human (docs/byzantine.md).
+        self.held: collections.OrderedDict[str, Held] = collections.OrderedDict()
+        self.max_held = max_held
+        self.max_held_bytes = max_held_bytes
+        self.held_bytes = 0
+        self.quorum = next((s for s in core.stages if isinstance(s, QuorumStage)), None)
 
     @classmethod
     def from_config(cls, config: Config, core: Core | None = None) -> Router:
@@ -91,7 +128,14 @@ class Router:
             core = build_core(config)
         else:
             core.state.blocklist.update(config.blocklist.agents)
-        return cls(core, config.limits.max_message_bytes, DedupeWindow(config.dedupe.window))
+        return cls(
+            core,
+            config.limits.max_message_bytes,
+            DedupeWindow(config.dedupe.window),
+            Verifier.from_config(config.identity),
+            config.quorum.max_open,
+            config.quorum.max_held_bytes,
+        )
 
     def route(
         self,
@@ -99,7 +143,10 @@ class Router:
         key: bytes | None = None,
         headers: Sequence[tuple[str, bytes]] = (),
         source: str = "",
+        now: float | None = None,
     ) -> Outcome:
+        """Route one inbound record. ``now`` (epoch seconds, from the shell: the router reads
+        no clock) is the reference for signed messages' ts window."""
         # The limit covers key and headers too, so a forwarded record (which also gains the
         # verdict headers) stays under the broker's limit whenever its input was accepted.
         limit = self.max_message_bytes
@@ -119,15 +166,207 @@ class Router:
         dkey = decision_id(envelope.conversation, envelope.id)
         # From here on the input is a valid envelope; the shell turns an unexpected error in
         # the core into an ``internal-error`` dead letter rather than a crash loop.
-        if not self.window.add(dkey):
+        if self.identity is not None:
+            return self._gated(
+                self._route_signed(envelope, dkey, value, key, headers, source, now), now
+            )
+        if not self.window.add(dkey, source):
             return Outcome(dkey, envelope=envelope, duplicate=True)
         decision = self.core.decide(envelope, dkey)
-        return Outcome(
-            dkey,
-            forward(envelope, decision, value or b"", headers, source),
-            envelope=envelope,
-            decision=decision,
+        outputs = forward(envelope, decision, value or b"", headers, source)
+        if decision.accusations:
+            self._accuse(decision, outputs, now)
+        if decision.vote_request is not None or decision.rulings:
+            self._gate(envelope, decision, outputs, now)
+        return Outcome(dkey, outputs, envelope=envelope, decision=decision)
+
+    def _accuse(self, decision: Decision, outputs: list[Output], now: float | None) -> None:
+        """Accusations become state events (ostracon.byzantine): applied here at once, so the
+        next record already meets the new blocklist, and written to the state topic in this
+        record's batch (before the main record). ``at`` is the shell's clock when given."""
+        side: list[Output] = []
+        hdr = [(H_DECISION, decision.id.encode())]
+        at = now if now is not None else time.time()
+        for event in accusation_events(decision, at):
+            side.append(Output(Route.STATE, *encode_event(event), hdr))
+            side += [alert_output(a) for a in self.core.apply(event)]
+        outputs[-1:-1] = side
+
+    def _gated(self, outcome: Outcome, now: float | None) -> Outcome:
+        d = outcome.decision
+        if d is not None and outcome.envelope is not None:
+            if d.vote_request is not None or d.rulings:
+                self._gate(outcome.envelope, d, outcome.outputs, now)
+        return outcome
+
+    def _gate(
+        self, envelope: Envelope, decision: Decision, outputs: list[Output], now: float | None
+    ) -> None:
+        """Quorum gates (ostracon.quorum): keep a held record and ask for votes; release what
+        an approving quorum let through, resolved in the state topic (the record leaves the
+        review queue). Side outputs go before the main (last) record."""
+        side: list[Output] = []
+        for ruling in decision.rulings:
+            kept = self._unhold(ruling.decision_id)
+            if ruling.outcome != "approve":
+                continue
+            if kept is None:  # evicted, or held before a restart: a human releases it
+                side.append(alert_output(_release_lost(ruling)))
+                continue
+            if kept.sender in self.core.state.blocklist:  # blocked since it was held
+                side.append(alert_output(_release_refused(ruling, kept.sender)))
+                continue
+            why = f"quorum approved ({ruling.approve:g}: {', '.join(ruling.voters)})"
+            side.append(released(kept.value, kept.key, kept.headers, by="quorum", why=why))
+            self._resolve(ruling, "release", why, side, now)
+        request = decision.vote_request
+        if request is not None:
+            main = outputs[-1]
+            value = main.value or b""
+            size = len(value) + len(main.key or b"") + sum(len(k) + len(v) for k, v in main.headers)
+            self.held[decision.id] = Held(value, main.key, main.headers, envelope.sender, size)
+            self.held_bytes += size
+            side.append(
+                Output(
+                    Route.VOTES,
+                    main.key,
+                    _alert_encoder.encode(request),
+                    [(H_DECISION, decision.id.encode())],
+                )
+            )
+            side += self._bound(now)
+        outputs[-1:-1] = side
+
+    def _unhold(self, did: str) -> Held | None:
+        kept = self.held.pop(did, None)
+        if kept is not None:
+            self.held_bytes -= kept.size
+        return kept
+
+    def _bound(self, now: float | None) -> list[Output]:
+        """Keep the held records within ``max_held`` and ``max_held_bytes``: the oldest go,
+        their ballots escalated to a human (their records stay in the quarantine topic)."""
+        out: list[Output] = []
+        while len(self.held) > self.max_held or self.held_bytes > self.max_held_bytes:
+            did, kept = self.held.popitem(last=False)
+            self.held_bytes -= kept.size
+            if self.quorum is not None:  # a no-op when the gate closed it (quorum.max_open)
+                why = f"held records over quorum.max_held_bytes ({self.max_held_bytes})"
+                alerts = self.quorum.escalate(self.core.state, did, why, now)
+                out += [alert_output(a) for a in alerts]
+        return out
+
+    def _resolve(
+        self,
+        ruling: Ruling,
+        action: Literal["release", "deny"],
+        why: str,
+        side: list[Output],
+        now: float | None,
+    ) -> None:
+        """The quorum's decision on a held record as a ``QuarantineResolved`` state event,
+        applied here and written in this batch, as a human's would be."""
+        event = QuarantineResolved(
+            id=event_id("quarantine", ruling.decision_id),
+            at=now if now is not None else time.time(),
+            by="quorum",
+            why=why,
+            decision_id=ruling.decision_id,
+            conversation=ruling.conversation,
+            message_id=ruling.message_id,
+            action=action,
         )
+        hdr = [(H_DECISION, ruling.decision_id.encode())]
+        side.append(Output(Route.STATE, *encode_event(event), hdr))
+        side += [alert_output(a) for a in self.core.apply(event)]
+
+    def tick(self, now: float) -> list[Output]:
+        """Time passing (wall-clock ``now`` from the shell): ballots past their deadline
+        escalate to a human; returns the alert records to write."""
+        rulings, alerts = self.core.tick(now)
+        for ruling in rulings:
+            self._unhold(ruling.decision_id)
+        return [alert_output(a) for a in alerts]
+
+    def _route_signed(
+        self,
+        envelope: Envelope,
+        dkey: str,
+        value: bytes | None,
+        key: bytes | None,
+        headers: Sequence[tuple[str, bytes]],
+        source: str,
+        now: float | None,
+    ) -> Outcome:
+        """``route`` with identity checks: signature, then replay, then the ts window.
+
+        enforce dead-letters every failure; permissive alerts on forged, replayed and stale
+        messages and lets them on unsigned (a replay is still dropped as a duplicate).
+        """
+        identity = self.identity
+        assert identity is not None
+        failure, reason = identity.check(envelope)
+        signed = failure is None
+        if failure is not None and identity.enforce:
+            # Not added to the window: a forger must not be able to claim an id in advance.
+            return self._refuse(failure, reason, envelope, dkey, value, key, headers, source)
+        alerts: list[tuple[Failure, str]] = [(failure, reason)] if failure is Failure.FORGED else []
+        if not self.window.add(dkey, source):
+            seen = self.window.source(dkey)
+            # The same record again (a crash re-read) or an unsigned copy: a silent drop.
+            if not signed or not seen or seen == source:
+                return Outcome(dkey, envelope=envelope, duplicate=True)
+            # The same signed message from another record: a replay (counted once, even if
+            # the replay's own record is re-read after a crash).
+            if f"dlq:{source}" in self.window:
+                return Outcome(dkey, envelope=envelope, duplicate=True)
+            if identity.count_replays:
+                count_against(self.core.state, envelope.sender)
+            reason = f"message id already seen at {seen}"
+            if identity.enforce:
+                return self._refuse(
+                    Failure.REPLAYED, reason, envelope, dkey, value, key, headers, source
+                )
+            self.window.add(f"dlq:{source}", source)
+            alert = failure_alert(Failure.REPLAYED, envelope, reason, dkey)
+            return Outcome(dkey, [alert_output(alert)], envelope=envelope, duplicate=True)
+        if signed:
+            stale = identity.stale(envelope, now)
+            if stale:
+                if identity.enforce:
+                    return self._refuse(
+                        Failure.STALE, stale, envelope, dkey, value, key, headers, source
+                    )
+                alerts.append((Failure.STALE, stale))
+                signed = False
+        decision = self.core.decide(envelope, dkey, signed=signed)
+        outputs = forward(envelope, decision, value or b"", headers, source)
+        if decision.accusations:
+            self._accuse(decision, outputs, now)
+        if alerts:
+            outputs[:0] = [alert_output(failure_alert(f, envelope, r, dkey)) for f, r in alerts]
+        return Outcome(dkey, outputs, envelope=envelope, decision=decision)
+
+    def _refuse(
+        self,
+        failure: Failure,
+        reason: str,
+        envelope: Envelope,
+        dkey: str,
+        value: bytes | None,
+        key: bytes | None,
+        headers: Sequence[tuple[str, bytes]],
+        source: str,
+    ) -> Outcome:
+        """An identity dead letter (code = the failure) preceded by its alert."""
+        outcome = self.dead_letter(
+            InvalidEnvelope(failure.value, reason), value, key, headers, source
+        )
+        outcome.envelope = envelope
+        if outcome.outputs:  # not a crash re-read of a record refused before
+            alert = failure_alert(failure, envelope, reason, dkey)
+            outcome.outputs.insert(0, alert_output(alert))
+        return outcome
 
     def dead_letter(
         self,
@@ -218,6 +457,36 @@ def released(
     if why:
         kept.append((H_REASON, why[:1024].encode()))
     return Output(Route.DELIVERED, key, value, kept)
+
+
+def _release_lost(ruling: Ruling) -> Alert:
+    return Alert(
+        kind="quorum-release-lost",
+        severity=Severity.WARNING,
+        summary=f"quorum approved message {ruling.message_id}, but its held record is no "
+        "longer kept here (restart or too many open ballots): release it from the "
+        "quarantine topic by hand",
+        conversation=ruling.conversation,
+        evidence=[ruling.message_id],
+        rules=["quorum"],
+        decision_id=ruling.decision_id,
+        id=alert_id(ruling.decision_id, "quorum-release-lost", 0),
+    )
+
+
+def _release_refused(ruling: Ruling, sender: str) -> Alert:
+    return Alert(
+        kind="quorum-release-refused",
+        severity=Severity.WARNING,
+        summary=f"quorum approved message {ruling.message_id}, but its sender {sender} was "
+        "blocklisted after it was held: it stays quarantined for a human",
+        conversation=ruling.conversation,
+        agents=[sender],
+        evidence=[ruling.message_id],
+        rules=["quorum"],
+        decision_id=ruling.decision_id,
+        id=alert_id(ruling.decision_id, "quorum-release-refused", 0),
+    )
 
 
 FEEDBACK_SENDER = "ostracon"

@@ -38,6 +38,7 @@ Every error names the file, line (and column inside a condition) and the field.
 
 from __future__ import annotations
 
+import bisect
 import enum
 import operator
 import re
@@ -53,12 +54,14 @@ import yaml
 
 from . import __version__
 from .conditions import (
+    _ORDER,
     Compiler,
     Condition,
     ConditionError,
     Field,
     Schema,
     Type,
+    _is_num,
     _resolve,
     conjoin,
 )
@@ -188,6 +191,7 @@ class Facts:
         "_reputation",
         "_sources",
         "_stage",
+        "_texts",
         "ctx",
         "env",
     )
@@ -211,6 +215,7 @@ class Facts:
         self._reputation = self._disputed = _UNSET
         self._components: dict[str, float] | None = None
         self._claims: str | None = None  # the {claims} text of alerts
+        self._texts: dict[str, str] | None = None  # rendered alert texts (see _summary)
 
     @property
     def rate(self) -> int:
@@ -367,6 +372,11 @@ SCHEMA: Schema = {
     "sender.reputation": Field(Type.NUM, _reputation, "1 - share of its claims found Red"),
     "sender.blocklisted": Field(
         Type.BOOL, lambda f: f.env.sender in f.ctx.state.blocklist, "on the blocklist"
+    ),
+    "sender.accusations": Field(
+        Type.NUM,
+        lambda f: len(f.ctx.state.accusers.get(f.env.sender, ())),
+        "distinct accusers against it (ostracon.byzantine)",
     ),
     "sender.rate": Field(Type.NUM, lambda f: f.rate, "its messages in the rate window"),
     "verdict": Field(Type.STR, lambda f: f.ctx.verdict, "verdict of the stages before rules"),
@@ -822,6 +832,55 @@ def _renderer(template: str, rule: str) -> Callable[[Facts], str]:
     return fill
 
 
+def _summary(template: str, rule: str) -> Callable[[Facts], str]:
+    """An alert summary renderer: ``render(template, facts, rule)``, with the text around
+    ``{rule}`` rendered once per message and shared by every rule with the same template (a
+    message firing six hold rules renders their ``held {claims} from {sender}`` once; the
+    default ``{rule} matched {kind} {id} from {sender}`` costs one concatenation a rule).
+    Alerts are rendered before the winner is applied, so what they read cannot change
+    between two rules of a message."""
+    parts: list[str | Callable[[Facts], str]] = []
+    for i, seg in enumerate(template.split("{rule}")):
+        if i:
+            parts.append(rule)
+        pieces = _pieces(seg)
+        parts.append(pieces[0][0] if len(pieces) == 1 else _shared_text(seg))
+    merged: list[str | Callable[[Facts], str]] = []
+    for part in parts:  # adjacent constants as one
+        if isinstance(part, str) and merged and isinstance(merged[-1], str):
+            merged[-1] += part
+        elif part != "":
+            merged.append(part)
+    if not merged:
+        return lambda f: ""
+    if len(merged) == 1:
+        (one,) = merged
+        return one if callable(one) else (lambda f: one)  # type: ignore[return-value]
+    if len(merged) == 2:
+        a, b = merged
+        if isinstance(a, str) and callable(b):
+            return lambda f: a + b(f)
+        if callable(a) and isinstance(b, str):
+            return lambda f: a(f) + b
+    return lambda f: "".join([x if isinstance(x, str) else x(f) for x in merged])
+
+
+def _shared_text(template: str) -> Callable[[Facts], str]:
+    """``render(template, facts, "")`` (no ``{rule}`` in it), kept with the message's facts."""
+    render = _renderer(template, "")
+
+    def text(f: Facts) -> str:
+        memo = f._texts
+        if memo is None:
+            memo = f._texts = {}
+        v = memo.get(template)
+        if v is None:
+            v = memo[template] = render(f)
+        return v
+
+    return text
+
+
 # What a fired rule proposes: the rule, its verdict (None: actions only) and the reason.
 Proposal = tuple[Rule, Verdict | None, str]
 
@@ -864,7 +923,7 @@ class _Plan:
         p.effects = a.alert is not None or a.accuse is not None
         p.alert = None
         if a.alert is not None:
-            summary = _renderer(a.alert.summary, rule.name)
+            summary = _summary(a.alert.summary, rule.name)
             p.alert = a.alert.kind, a.alert.severity, summary, rule.name
         p.accuse = _renderer(a.accuse.reason, rule.name) if a.accuse is not None else None
         # A rule proposes what RulesStage.propose gives: the same every time without a rate
@@ -895,7 +954,13 @@ class _Plan:
 # What a fired rule proposes, computed once: (the proposal, its trail entry, its rank for
 # winner() -- (priority, severity) as one int, None without a verdict -- and what _apply
 # does when it wins: the reason line, the verdict, the tags, the feedback, the quorum tag).
-_Win = tuple[str, Verdict, dict[str, str] | None, Callable[[Facts], str] | None, str | None]
+_Win = tuple[
+    str,
+    Verdict,
+    dict[str, str] | None,
+    Callable[[Facts], str] | None,
+    tuple[str, HoldAction] | None,
+]
 _Outcome = tuple[Proposal, StageOutcome, int | None, _Win | None]
 
 
@@ -922,7 +987,7 @@ def _winning(rule: Rule, verdict: Verdict, reason: str) -> _Win:
     gate = a.hold
     if verdict is Verdict.HOLD and gate and (gate.validators or gate.quorum > 1):
         # a quorum gate: validators (and the byzantine layer) read it from the headers
-        quorum = f"{gate.quorum}/{','.join(gate.validators) or '*'}"
+        quorum = (f"{gate.quorum}/{','.join(gate.validators) or '*'}", gate)
     return f"rule {rule.name}: {reason}", verdict, tags, feedback, quorum
 
 
@@ -931,12 +996,19 @@ def _always(f: Any) -> bool:
     return True
 
 
+_DECIDE_MIN = 2  # rules testing one field before its thresholds / substrings are decided
 _INDEX_FIELDS = 6  # at most this many fields in an index key
 _INDEX_SIZE = 4096  # keys kept; a full cache is cleared (or, if it missed more than it hit,
 # the field with the most distinct values is dropped from the key)
 # Classes whose equal values satisfy the same conditions (a value's class is part of the key
 # unless the field is typed, so 1, 1.0 and True stay apart). Other values bypass the index.
 _KEY_CLASSES = (int, float, str, enum.Enum)
+
+
+def _typed(name: str) -> bool:
+    """Whether a field's values have its type (not ANY, no path into an ANY value)."""
+    found = _resolve(SCHEMA, name.split("."))
+    return found is not None and found[0].type is not Type.ANY and not found[1]
 
 
 def _key_part(get: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -980,7 +1052,7 @@ class _Index:
     """The rules a message can fire, found without evaluating most of the others (as Falco
     indexes its rules by event type, and as a Rete network shares tests between rules).
 
-    A rule is a bit of a mask (bit i: ``plans[i]``, in evaluation order). Three things
+    A rule is a bit of a mask (bit i: ``plans[i]``, in evaluation order). Four things
     clear bits, each from a test the rule's condition cannot be true without:
 
     1. **Key fields**: those the most rules guard (``sender == "x"``, ``kind in [..]``, a
@@ -997,13 +1069,20 @@ class _Index:
     3. **Shared conjuncts**: a conjunct that two rules or more evaluate first (the compiler
        gives equal expressions the same closure: ``lower(meta.team) matches "^(ops|sre)$"``
        written in four rules is one closure) is evaluated once, when two candidates or more
-       still have it; false clears them all.
+       still have it; false clears them all, true leaves it out of what they evaluate.
+    4. **Decided conjuncts**, for rules the key cannot rule out (candidates on every
+       message): thresholds (:attr:`Condition.thresholds`: ``sender.reputation < 0.3``) on
+       a field two such rules or more test are decided with one read of the field and a
+       bisection per operator; substring tests (:attr:`Condition.text_tests`: ``contains(
+       lower(content), "token") or contains(content, "api key")``) with one ``lower`` of the
+       field and one ``in`` per distinct needle. Exact (the same value as the conjunct), so
+       the rules no longer evaluate them.
 
     What is left are the *candidates*. Each is evaluated with what its condition has beyond
-    the key's conjuncts (nothing: the rule fires) and, unless the key settled them, its
-    exceptions. Conditions are pure functions of the facts, so the outcome is that of
-    evaluating every rule in full (``RulesStage(index=False)``, which the tests compare it
-    with).
+    the key's, the decided and (when found true) the shared conjuncts (nothing: the rule
+    fires) and, unless the key settled them, its exceptions. Conditions are pure functions
+    of the facts, so the outcome is that of evaluating every rule in full
+    (``RulesStage(index=False)``, which the tests compare it with).
 
     The key cache holds :data:`_INDEX_SIZE` keys. When it is full it is cleared; if it
     missed more than it hit since it was last cleared, the field with the most distinct
@@ -1022,6 +1101,7 @@ class _Index:
         "_lists",
         "_lookups",
         "_residual",
+        "_stripped",
         "_text_parts",
         "_texts",
         "fields",
@@ -1042,7 +1122,8 @@ class _Index:
 
     @classmethod
     def build(cls, plans: list[_Plan]) -> _Index | None:
-        """An index on the fields guarded by the most rules, or None if no field is worth it."""
+        """An index on the fields guarded by the most rules, or None if no field is worth it
+        and no threshold or substring test can be decided for many rules at once."""
         counts: Counter[str] = Counter()
         getters: dict[str, Any] = {}
         others: set[str] = set()  # fields guarded by a value that is not a string
@@ -1057,7 +1138,8 @@ class _Index:
         ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
         fields = [name for name, n in ranked if n >= 2][:_INDEX_FIELDS]
         texts = frozenset(counts) - others
-        return cls(plans, fields, getters, texts) if fields else None
+        decided = any(p.rule.condition.thresholds or p.rule.condition.text_tests for p in plans)
+        return cls(plans, fields, getters, texts) if fields or decided else None
 
     def _configure(self, fields: list[str]) -> None:
         self.fields = tuple(fields)
@@ -1084,14 +1166,55 @@ class _Index:
         self._lists: dict[int, tuple[_Plan, ...]] = {}
         self._lookups = 0
         keyed = frozenset(fields)
+        # 4. conjuncts decided for many rules at once, and so left out of what they evaluate:
+        # thresholds (``sender.reputation < 0.5``), field -> [(op, number, bit)], and
+        # substring tests (``contains(lower(content), "token") or ..``), field -> (case,
+        # needle) -> the rules they satisfy. Only for rules the key cannot rule out (no
+        # conjunct on key fields: they are candidates for every message), and for a field
+        # two rules or more test (a feature per rule would cost what it saves).
+        decided: list[set[int]] = [set() for _ in self.plans]  # conjunct ids, per rule
+        limits: dict[str, list[tuple[str, float, int, int]]] = {}
+        needles: dict[str, list[tuple[str, str, int, int]]] = {}
+        for bit, p in enumerate(self.plans):
+            cond = p.rule.condition
+            if any(names <= keyed for names, _ in cond.conjuncts):
+                continue
+            for name, op, n, fn in cond.thresholds:
+                if name in cond.getters:
+                    limits.setdefault(name, []).append((op, n, bit, id(fn)))
+            for fn, subs in cond.text_tests:
+                # one such conjunct per rule, over one field: its bit is set when a needle is
+                # found, so two of them (an ``and``) could not share it
+                if len({t[0] for t in subs}) == 1 and subs[0][0] in cond.getters:
+                    needles.setdefault(subs[0][0], []).extend(
+                        (case, needle, bit, id(fn)) for _, case, needle in subs
+                    )
+                    break
+        for name in list(limits):
+            if len({t[2] for t in limits[name]}) < _DECIDE_MIN:
+                del limits[name]
+        for name in list(needles):
+            if len({t[2] for t in needles[name]}) < _DECIDE_MIN:
+                del needles[name]
+        chosen = [(n, [(t[2], t[3]) for t in ts]) for n, ts in limits.items()]
+        chosen += [(n, [(t[2], t[3]) for t in ts]) for n, ts in needles.items()]
+        for name, bits_ids in chosen:
+            for bit, fid in bits_ids:
+                decided[bit].add(fid)
+                self._getters.setdefault(name, self.plans[bit].rule.condition.getters[name])
         # 3. conjuncts (by identity) that two rules or more evaluate first (their cheapest
         # outside the key: evaluating it once up front never evaluates what they would not)
         uses: Counter[int] = Counter()
-        for p in self.plans:
-            first = [fn for names, fn in p.rule.condition.conjuncts if not names <= keyed]
+        for bit, p in enumerate(self.plans):
+            first = [
+                fn
+                for names, fn in p.rule.condition.conjuncts
+                if not names <= keyed and id(fn) not in decided[bit]
+            ]
             if first:
                 uses[id(first[0])] += 1
         shared: dict[int, tuple[Callable[[Any], Any], int]] = {}
+        firsts: dict[int, tuple[int, list[Callable[[Any], bool]]]] = {}  # bit -> (id, rest)
         # 2. record guards, by collection: (record field, value) -> the rules it satisfies
         records: dict[str, tuple[int, dict[str, dict[Any, int]]]] = {}
         entries, residual = [], []
@@ -1100,10 +1223,12 @@ class _Index:
             tests: list[Callable[[Any], bool]] = []
             rest: list[Callable[[Any], bool]] = []
             for names, fn in cond.conjuncts:
-                (rest if not names <= keyed else tests).append(fn)
+                if id(fn) not in decided[bit]:
+                    (rest if not names <= keyed else tests).append(fn)
             if rest and uses[id(rest[0])] > 1:
                 fn = rest[0]
                 shared[id(fn)] = fn, (shared[id(fn)][1] if id(fn) in shared else 0) | 1 << bit
+                firsts[bit] = id(fn), rest[1:]
             for coll, name, values in cond.record_guards:
                 field = SCHEMA.get(coll)
                 if field is None or field.record is None or name not in field.record:
@@ -1115,18 +1240,35 @@ class _Index:
                 records[coll] = rel | 1 << bit, tables
             known = bool(p.rule.exceptions) and p.rule.exempt_fields <= keyed
             entries.append((tuple(tests), known))
-            if tests or known:
+            if tests or known or decided[bit]:
                 fn = p.fn
-                if tests:  # what is left once the key's conjuncts hold
+                if tests or decided[bit]:  # what is left once the key's conjuncts hold
                     fn = conjoin(rest) or _always
                 p = p.but(fn, exceptions=p.exceptions and not known)
             residual.append(p)
         self._entries = tuple(entries)
         self._residual = tuple(residual)
-        features = [
+        # A shared conjunct found true for a message flags the mask with a bit of its own
+        # (above the rules' bits): its rules are then evaluated without it.
+        flags = {fid: 1 << (len(self.plans) + j) for j, fid in enumerate(shared)}
+        stripped: list[tuple[int, _Plan] | None] = [None] * len(self.plans)
+        for bit, (fid, after) in firsts.items():
+            p = residual[bit]
+            stripped[bit] = flags[fid], p.but(conjoin(after) or _always, p.exceptions)
+        self._stripped = tuple(stripped)
+        # cheapest first: a feature whose rules are all cleared is skipped
+        features: list[_Feature] = [
+            _threshold_feature(self._getters[n], _typed(n), [(op, v, 1 << b) for op, v, b, _ in t])
+            for n, t in sorted(limits.items())
+        ]
+        features += [
+            _text_feature(self._getters[n], [(case, v, 1 << b) for case, v, b, _ in t])
+            for n, t in sorted(needles.items())
+        ]
+        features += [
             _record_feature(SCHEMA[coll], rel, tables) for coll, (rel, tables) in records.items()
         ]
-        features += [_shared_feature(fn, rel) for fn, rel in shared.values()]
+        features += [_shared_feature(fn, rel, flags[i]) for i, (fn, rel) in shared.items()]
         self._features = tuple(features)
 
     def candidates(self, facts: Facts) -> tuple[_Plan, ...]:
@@ -1141,16 +1283,24 @@ class _Index:
             hit = self._fill(key, facts)
             if hit is None:
                 return self.plans
-        base, features, plans, bits = hit
+        base, features, plans, bits, alts = hit
         mask = base
-        for rel, least, keep in features:
+        for rel, least, keep, flag in features:
             if (mask & rel).bit_count() >= least:
-                mask &= keep(facts)
+                m = keep(facts)
+                # (every feature's mask keeps the flag bits; -1: nothing cleared)
+                mask = mask | flag if m == -1 else mask & m
         if mask == base:
             return plans
         found = self._lists.get(mask)
         if found is None:
-            found = tuple([p for p, bit in zip(plans, bits, strict=True) if mask & bit])
+            found = tuple(
+                [
+                    alt[1] if alt is not None and mask & alt[0] else p
+                    for p, bit, alt in zip(plans, bits, alts, strict=True)
+                    if mask & bit
+                ]
+            )
             if len(self._lists) >= _INDEX_SIZE:
                 self._lists.clear()
             self._lists[mask] = found
@@ -1174,7 +1324,13 @@ class _Index:
                     mask |= 1 << bit
         features = tuple(f for f in self._features if (f[0] & mask).bit_count() >= f[1])
         on = [bit for bit in range(len(self.plans)) if mask >> bit & 1]
-        found = mask, features, tuple(self._residual[b] for b in on), tuple(1 << b for b in on)
+        found = (
+            mask,
+            features,
+            tuple(self._residual[b] for b in on),
+            tuple(1 << b for b in on),
+            tuple(self._stripped[b] for b in on),
+        )
         cache = self._cache
         if len(cache) >= _INDEX_SIZE:
             misses = len(cache)
@@ -1191,17 +1347,121 @@ class _Index:
 
 
 # (the rules a test can clear, how many of them must be candidates for it to run, the test:
-# facts -> a mask without the bits it clears)
-_Feature = tuple[int, int, Callable[[Any], int]]
-_Entry = tuple[int, tuple[_Feature, ...], tuple[_Plan, ...], tuple[int, ...]]
+# facts -> a mask without the bits it clears, -1 for none; the flag bit set when it clears
+# none, or 0)
+_Feature = tuple[int, int, Callable[[Any], int], int]
+# (the rules the key leaves, the features that may clear more, the rules' plans and bits,
+# and (flag, the plan without its shared conjunct) for those with one)
+_Entry = tuple[
+    int,
+    tuple[_Feature, ...],
+    tuple[_Plan, ...],
+    tuple[int, ...],
+    tuple[tuple[int, _Plan] | None, ...],
+]
 
 
-def _shared_feature(fn: Callable[[Any], Any], rel: int) -> _Feature:
+def _shared_feature(fn: Callable[[Any], Any], rel: int, flag: int) -> _Feature:
     """A conjunct several rules have, evaluated once when two candidates or more have it:
-    false clears all their bits. (True leaves them: each still evaluates it, now cheaply, as
-    part of its condition -- so whether it ran for a message changes nothing else.)"""
+    false clears all their bits; true sets ``flag``, and those rules are then evaluated
+    without it (see _Index._stripped)."""
     cleared = ~rel
-    return rel, 2, lambda f: -1 if fn(f) else cleared
+    return rel, 2, lambda f: -1 if fn(f) else cleared, flag
+
+
+_FAILS = {  # op -> (bisect on the sorted numbers, whether the failing tests are a prefix)
+    "<": (bisect.bisect_right, True),  # v < n fails for the n <= v
+    "<=": (bisect.bisect_left, True),  # v <= n fails for the n < v
+    ">": (bisect.bisect_left, False),  # v > n fails for the n >= v
+    ">=": (bisect.bisect_right, False),  # v >= n fails for the n > v
+}
+
+
+def _threshold_feature(
+    get: Callable[[Any], Any], typed: bool, tests: list[tuple[str, float, int]]
+) -> _Feature:
+    """``field <op> n`` conjuncts of many rules, decided with one read of the field: a rule
+    keeps its bit when all of its tests hold, exactly as its conjuncts would say (the rules
+    then no longer evaluate them). An int or float is placed among each operator's sorted
+    numbers by bisection; any other value is compared test by test as the compiled
+    comparison does (``typed``, a NUM field: ``None`` or a TypeError is false; an ``ANY``
+    one: only a number that is not a bool compares)."""
+    rel = 0
+    for _, _, bit in tests:
+        rel |= bit
+    others = ~rel
+    groups = []
+    for op in sorted({t[0] for t in tests}):
+        place, prefix = _FAILS[op]
+        items = sorted((n, bit) for o, n, bit in tests if o == op)
+        keeps = []
+        for i in range(len(items) + 1):  # the mask for a value placed at i
+            cleared = 0
+            for _, bit in items[:i] if prefix else items[i:]:
+                cleared |= bit
+            keeps.append(~cleared)
+        groups.append((place, [n for n, _ in items], tuple(keeps)))
+    groups_t = tuple(groups)
+    checks = tuple((_ORDER[op], n, bit) for op, n, bit in tests)
+
+    def keep(f: Any) -> int:
+        v = get(f)
+        c = v.__class__
+        if (c is int or c is float) and v == v:  # (NaN compares false: the slow path)
+            mask = -1
+            for place, numbers, keeps in groups_t:
+                mask &= keeps[place(numbers, v)]
+            return mask
+        if v is None or not (typed or _is_num(v)):
+            return others
+        mask = -1
+        for cmp, n, bit in checks:
+            try:
+                ok = bool(cmp(v, n))
+            except TypeError:
+                ok = False
+            if not ok:
+                mask &= ~bit
+        return mask
+
+    return rel, 1, keep, 0
+
+
+def _text_feature(get: Callable[[Any], Any], tests: list[tuple[str, str, int]]) -> _Feature:
+    """``contains([lower|upper](field), "needle") or ..`` conjuncts of many rules, decided
+    with one read of the field (and one ``lower``/``upper`` of it): a rule keeps its bit when
+    one of its needles is found, exactly as its conjunct would say."""
+    rel = 0
+    table: dict[tuple[str, str], int] = {}  # (case, needle) -> the rules it satisfies
+    for case, needle, bit in tests:
+        rel |= bit
+        table[case, needle] = table.get((case, needle), 0) | bit
+    others = ~rel
+    plain = tuple((n, bits) for (case, n), bits in table.items() if not case)
+    lower = tuple((n, bits) for (case, n), bits in table.items() if case == "lower")
+    upper = tuple((n, bits) for (case, n), bits in table.items() if case == "upper")
+
+    def keep(f: Any) -> int:
+        v = get(f)
+        mask = others
+        if not (v.__class__ is str or isinstance(v, str)):
+            return mask
+        for n, bits in plain:
+            if n in v:
+                mask |= bits
+        if lower:
+            low = str.lower(v)
+            for n, bits in lower:
+                if n in low:
+                    mask |= bits
+        if upper:
+            up = str.upper(v)
+            for n, bits in upper:
+                if n in up:
+                    mask |= bits
+        return mask
+
+    return rel, 1, keep, 0
 
 
 def _record_feature(coll: Field, rel: int, tables: dict[str, dict[Any, int]]) -> _Feature:
@@ -1229,7 +1489,7 @@ def _record_feature(coll: Field, rel: int, tables: dict[str, dict[Any, int]]) ->
             return -1
         return mask
 
-    return rel, 1, keep
+    return rel, 1, keep, 0
 
 
 class RulesStage(Stage):
@@ -1274,16 +1534,15 @@ class RulesStage(Stage):
     def run(self, ctx: Context) -> None:
         facts = self.facts(ctx)
         index = self._index
+        cands = self._plan if index is None else index.candidates(facts)
         # Hot loop: one call per candidate rule that does not fire, nothing allocated for
         # it; exempt() only for a true condition of a rule with exceptions left to check.
         fired = [
-            p
-            for p in (self._plan if index is None else index.candidates(facts))
-            if p.fn(facts) and (not p.exceptions or p.rule.exempt(facts) is None)
+            p for p in cands if p.fn(facts) and (not p.exceptions or p.rule.exempt(facts) is None)
         ]
         if not fired:
             return
-        rules, trail = ctx.rules, ctx.trail
+        rules, trail, add_alert = ctx.rules, ctx.trail, ctx.alert
         best: _Win | None = None
         best_rank: int | None = None
         for p in fired:
@@ -1291,7 +1550,12 @@ class RulesStage(Stage):
             if static is None:  # a rate limit: what it proposes depends on the sender's rate
                 assert p.rate is not None
                 window, most, below, over = p.rate
-                static = over if self._count(ctx, window) >= most else below
+                # (fewer messages in the window than the limit: no need to count them)
+                seen = ctx.state.rates.get(ctx.envelope.sender)
+                if seen is None or len(seen) < most:
+                    static = below
+                else:
+                    static = over if self._count(ctx, window) >= most else below
             _, outcome, rank, win = static
             rules.append(p.stage)
             trail.append(outcome)
@@ -1303,7 +1567,7 @@ class RulesStage(Stage):
                 if alert is not None:
                     env = ctx.envelope
                     kind, severity, summary, name = alert
-                    ctx.alert(
+                    add_alert(
                         Alert(
                             kind,
                             severity,
@@ -1330,7 +1594,8 @@ class RulesStage(Stage):
         if feedback is not None:
             ctx.feedback = feedback(facts)
         if quorum is not None:
-            ctx.tags["quorum"] = quorum
+            ctx.tags["quorum"] = quorum[0]
+            ctx.notes["quorum"] = quorum[1]  # the gate's parameters, for ostracon.quorum
 
     def propose(self, ctx: Context, rule: Rule) -> Proposal:
         """What a fired rule proposes: its verdict (escalated by its rate limit) and reason."""

@@ -37,6 +37,13 @@ class AccusationMade(StateEvent, tag="accusation", frozen=True, kw_only=True):
     evidence: list[str] = []
     conversation: str = ""
     source: Literal["agent", "rule", "verifier", "human", "equivocation"] = "agent"
+    # What the instance that decided it found (see ostracon.byzantine): evidence ids by the
+    # accused with a Red or convicted claim, ids whose claims were all grounded or
+    # established (the accused was right), and whether the accusing message built on tainted
+    # claims. Recorded in the event so every instance weighs it alike.
+    proven: list[str] = []
+    refuted: list[str] = []
+    tainted: bool = False
 
 
 class AgentBlocked(StateEvent, tag="block", frozen=True, kw_only=True):

@@ -72,6 +72,10 @@ class EmbeddedBroker:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             preexec_fn=_die_with_parent if os.name == "posix" else None,
+            # Out of the terminal's process group: Ctrl-C reaches ostracon alone, which
+            # closes its clients and then stops the broker (a broker killed first makes
+            # the clients' shutdown fail, and the exit code with it).
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

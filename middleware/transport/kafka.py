@@ -17,10 +17,18 @@ import gc
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import CommitFailedError, IllegalStateError, MessageSizeTooLargeError
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
+    KafkaError,
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+)
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 from aiokafka.structs import ConsumerRecord
 
@@ -41,11 +49,16 @@ from ..routing import (
     alert_output,
     header,
 )
+from ..sinks import SinkHub
 from ..store import Event, encode_event
+
+if TYPE_CHECKING:
+    from .state import StateReader
 
 log = get_logger("ostracon.sidecar")
 
 Offsets = dict[TopicPartition, int]
+Sent = list[tuple[Output, "asyncio.Future[object]"]]  # a batch's outputs and their acks
 
 TOPIC_EXISTS = 36
 
@@ -127,19 +140,21 @@ async def scan_tail(
 
 async def read_dedupe_keys(
     bootstrap: str, topics: Iterable[str], window: int, newest: int
-) -> list[str]:
-    """Dedupe keys from the tails of ``topics``, oldest first, ready for a ``DedupeWindow``.
+) -> list[tuple[str, str]]:
+    """(dedupe key, source) pairs from the tails of ``topics``, oldest first, ready for a
+    ``DedupeWindow`` (the source tells a crash re-read from a replay).
 
     Reads about ``window`` records spread over the partitions, and at least ``newest`` from
     each. The ``newest`` of every partition go last, so a window that overflows evicts older
     keys, never the ones a restart is about to re-read.
     """
-    per_tp: dict[tuple[str, int], list[str]] = collections.defaultdict(list)
+    per_tp: dict[tuple[str, int], list[tuple[str, str]]] = collections.defaultdict(list)
 
     def visit(record: ConsumerRecord) -> None:
         key = header(record.headers, H_DEDUPE)
         if key is not None:
-            per_tp[record.topic, record.partition].append(key)
+            source = header(record.headers, H_SOURCE) or ""
+            per_tp[record.topic, record.partition].append((key, source))
 
     await scan_tail(bootstrap, topics, lambda n: max(window // max(n, 1), newest), visit)
     older = [k for keys in per_tp.values() for k in keys[:-newest]]
@@ -235,19 +250,26 @@ class Sidecar:
             Route.DEAD_LETTER: t.dead_letter,
             Route.ALERTS: t.alerts,
             Route.RECALLS: t.recalls,
+            Route.VOTES: t.votes,
+            Route.STATE: t.state,
         }
         # Guards the in-flight queue: the poll loop and the rebalance listener both settle it.
         self._lock = asyncio.Lock()
-        self._inflight: collections.deque[tuple[asyncio.Future[list[object]], Offsets]] = (
+        self._inflight: collections.deque[tuple[asyncio.Future[list[object]], Offsets, Sent]] = (
             collections.deque()
         )
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
+        self.state_reader: StateReader | None = None  # set by start()
         # Hot reload of the rule files (None without them); runs beside the poll loop.
         self.reloader = RulesReloader.for_core(self.core, config.rules, self.emit_alert)
+        # Metrics and alert sinks (None when none is enabled); fed without awaiting.
+        self.sinks = SinkHub.from_config(config.sinks, self.stats, self.core.state)
 
     async def start(self) -> None:
         cfg = self.config
+        if self.sinks is not None:
+            await self.sinks.start()
         if cfg.topics.create:
             created = await ensure_topics(
                 self.bootstrap, cfg.all_topics, cfg.topics.partitions, cfg.topics.replication
@@ -263,6 +285,12 @@ class Sidecar:
             max_request_size=max(2 * cfg.limits.max_message_bytes, 1_048_576),
         )
         await self.producer.start()
+        # Global tables (accusations, blocklist, human decisions) are read whole before the
+        # first record is decided, then tailed beside the poll loop (ostracon.transport.state).
+        from .state import StateReader
+
+        self.state_reader = StateReader(self.bootstrap, cfg.topics.state, self.core)
+        await self.state_reader.catch_up()
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
             client_id=cfg.kafka.client_id,
@@ -314,11 +342,21 @@ class Sidecar:
         keep = self.config.limits.max_inflight_batches - 1
         # Routing a record never awaits, so a reload swaps rule sets between two records.
         watcher = asyncio.create_task(self.reloader.run()) if self.reloader else None
+        # State events are applied between records the same way.
+        tail = asyncio.create_task(self.state_reader.run()) if self.state_reader else None
+        tick_every, next_tick = self.config.quorum.tick_interval_s, 0.0
         try:
             while not stop.is_set():
-                batch = await self.consumer.getmany(
-                    timeout_ms=100, max_records=self.config.limits.max_batch
-                )
+                if time.monotonic() >= next_tick:  # deadlines need a clock; the core has none
+                    next_tick = time.monotonic() + tick_every
+                    await self.tick()
+                try:
+                    batch = await self.consumer.getmany(
+                        timeout_ms=100, max_records=self.config.limits.max_batch
+                    )
+                except UnicodeDecodeError as exc:  # a record aiokafka cannot parse
+                    await self._skip_unparsable(exc)
+                    continue
                 async with self._lock:
                     if batch:
                         self._inflight.append(await self._submit(batch))
@@ -326,26 +364,86 @@ class Sidecar:
                     else:  # idle: nothing to overlap with, so settle everything
                         await self._settle(0)
         finally:
-            if watcher is not None:
-                watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watcher
+            for task in (watcher, tail):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             async with self._lock:
                 await self._settle(0)
+
+    async def _skip_unparsable(self, exc: UnicodeDecodeError) -> None:
+        """Dead-letter a record aiokafka cannot parse (a header key that is not UTF-8).
+
+        aiokafka raises from ``getmany`` at that record, and would again at every poll and
+        after every restart: a crash loop. Its partition and offset are known only to the
+        fetcher's frame in the traceback. The failed poll had already taken records (of
+        that partition and others) that it never returned, so every partition is rewound to
+        its commit once all routed batches are committed; the records before the bad one are
+        routed first. aiokafka parses a record batch in sequence, so the bad record and the
+        rest of its batch cannot be read: each becomes a dead letter with an empty value.
+        """
+        consumer = self.consumer
+        assert consumer is not None
+        where = _unparsable_at(exc)
+        if where is None or where[0] not in consumer.assignment():
+            raise exc
+        tp, bad, end = where
+        async with self._lock:
+            await self._settle(0)
+        for part in consumer.assignment():
+            committed = await consumer.committed(part)
+            if committed is None:
+                await consumer.seek_to_beginning(part)
+            else:
+                consumer.seek(part, committed)
+        while tp in consumer.assignment() and (pos := await consumer.position(tp)) < bad:
+            batch = await consumer.getmany(tp, timeout_ms=1000, max_records=bad - pos)
+            async with self._lock:
+                if batch:
+                    self._inflight.append(await self._submit(batch))
+        if tp not in consumer.assignment():
+            return  # moved meanwhile: its new owner meets the record and skips it
+        error = InvalidEnvelope(
+            "invalid-header", f"record batch unreadable from offset {bad} (a header key?): {exc}"
+        )
+        async with self._lock:
+            sent: Sent = []
+            for offset in range(bad, end):
+                source = f"{tp.topic}/{tp.partition}/{offset}"
+                for out in self.router.dead_letter(error, b"", None, (), source).outputs:
+                    sent.append((out, await self._send(out)))
+            self._inflight.append((asyncio.gather(*(f for _, f in sent)), {tp: end}, sent))
+            self.stats.consumed += end - bad
+            self.stats.dead_letter_reasons[error.code] += end - bad
+        consumer.seek(tp, end)
+        log.warning(
+            "dead-lettered",
+            code=error.code,
+            reason=error.reason,
+            source=f"{tp.topic}/{tp.partition}/{bad}",
+            records=end - bad,
+        )
 
     async def _submit(
         self,
         batch: dict[TopicPartition, list[ConsumerRecord]],
-    ) -> tuple[asyncio.Future[list[object]], Offsets]:
-        """Route a batch and hand its outputs to the producer; return (all acks, offsets)."""
-        acks: list[asyncio.Future[object]] = []
+    ) -> tuple[asyncio.Future[list[object]], Offsets, Sent]:
+        """Route a batch and hand its outputs to the producer; return (all acks, offsets,
+        each output with its ack)."""
+        sent: Sent = []
         offsets: Offsets = {}
         stats = self.stats
+        sinks = self.sinks
+        now = time.time()  # the reference for signed messages' ts window (ostracon.identity)
         for tp, records in batch.items():
             for record in records:
                 source = f"{tp.topic}/{tp.partition}/{record.offset}"
+                started = time.perf_counter()
                 try:
-                    outcome = self.router.route(record.value, record.key, record.headers, source)
+                    outcome = self.router.route(
+                        record.value, record.key, record.headers, source, now
+                    )
                 except Exception as exc:  # a bug must not crash-loop on one record
                     log.exception("internal error; record dead-lettered", source=source)
                     outcome = self.router.dead_letter(
@@ -360,7 +458,7 @@ class Sidecar:
                     stats.duplicates += 1
                     log.debug("duplicate dropped", key=outcome.key, source=source)
                 for out in outcome.outputs:
-                    acks.append(await self._send(out))
+                    sent.append((out, await self._send(out)))
                     stats.routed[out.route] += 1
                 if outcome.decision is not None:
                     stats.verdicts[outcome.decision.verdict] += 1
@@ -372,22 +470,31 @@ class Sidecar:
                         reason=outcome.error.reason,
                         source=source,
                     )
+                if sinks is not None:  # decide time only: the sends above do not await acks
+                    sinks.outcome(outcome, time.perf_counter() - started)
                 if self.on_outcome is not None:
                     self.on_outcome(outcome)
             offsets[tp] = records[-1].offset + 1
-        return asyncio.gather(*acks), offsets
+        return asyncio.gather(*(f for _, f in sent)), offsets, sent
 
     async def _settle(self, keep: int) -> None:
         """Commit finished batches in order, waiting on the oldest until ``keep`` remain.
 
-        A failed produce raises here, before its offsets are committed: the sidecar stops and
+        Outputs the broker did not acknowledge in time (it is down or frozen for longer than
+        the producer's request timeout) are sent again until it does (``_resend``); any other
+        produce failure raises here, before its offsets are committed: the sidecar stops and
         the batch is re-read by whoever owns the partition next.
         """
         assert self.consumer is not None
         offsets: Offsets = {}
         while self._inflight and (len(self._inflight) > keep or self._inflight[0][0].done()):
-            acks, batch_offsets = self._inflight[0]
-            await acks
+            acks, batch_offsets, sent = self._inflight[0]
+            try:
+                await acks
+            except KafkaError as exc:
+                if not _transient(exc):
+                    raise
+                await self._resend(sent)
             self._inflight.popleft()
             offsets.update(batch_offsets)
             self.stats.batches += 1
@@ -398,6 +505,43 @@ class Sidecar:
         except (CommitFailedError, IllegalStateError) as exc:
             # Partitions moved meanwhile: the new owner re-reads them and dedupe absorbs it.
             log.warning("commit skipped after rebalance", error=str(exc))
+
+    async def _resend(self, sent: Sent) -> None:
+        """Send the outputs whose acks failed again, with backoff, until all are acknowledged.
+
+        Stopping instead would only hand the batch to a restart, after the same wait. The
+        broker may have written some before their acks were lost: records whose dedupe key is
+        already at the tail of the output topics are not sent again. Side outputs (no key)
+        may repeat, and a re-sent output lands after later ones (docs/guarantees.md).
+        """
+        await asyncio.wait([f for _, f in sent])
+        failed = [out for out, f in sent if f.cancelled() or f.exception() is not None]
+        limits, pause = self.config.limits, 0.5
+        while failed:
+            log.warning("broker did not acknowledge; sending again", outputs=len(failed))
+            await asyncio.sleep(pause)
+            pause = min(2 * pause, 10.0)
+            try:
+                tail = limits.max_batch * limits.max_inflight_batches
+                keys = await read_dedupe_keys(self.bootstrap, self.config.output_topics, 0, tail)
+            except Exception as exc:  # the broker is still away
+                log.warning("broker unreachable", error=repr(exc))
+                continue
+            written = {key for key, _ in keys}
+            again: Sent = []
+            for out in failed:
+                if header(out.headers, H_DEDUPE) not in written:
+                    again.append((out, await self._send(out)))
+            if again:
+                await asyncio.wait([f for _, f in again])
+            failed = []
+            for out, ack in again:
+                error = None if ack.cancelled() else ack.exception()
+                if ack.cancelled() or (isinstance(error, KafkaError) and _transient(error)):
+                    failed.append(out)
+                elif error is not None:
+                    raise error
+        log.info("broker acknowledged the outputs sent again")
 
     async def _send(self, out: Output) -> asyncio.Future[object]:
         assert self.producer is not None
@@ -420,12 +564,13 @@ class Sidecar:
             return await self.producer.send(topic, out.value[:limit], key=out.key, headers=headers)
 
     async def publish_event(self, event: Event) -> list[Alert]:
-        """Apply a state event here and write it to the state topic for every other instance
-        (and for this one after a restart); returns once the broker acknowledged it."""
-        alerts = self.core.apply(event)
+        """Write a state event to the state topic (for every other instance, and for this one
+        after a restart), then apply it here. Applied only once the broker acknowledged it: a
+        failed write must not leave this instance believing what no other instance will."""
         assert self.producer is not None
         key, value = encode_event(event)
         await (await self.producer.send(self.config.topics.state, value, key=key))
+        alerts = self.core.apply(event)
         for alert in alerts:
             await self.emit_alert(alert)
         return alerts
@@ -433,11 +578,49 @@ class Sidecar:
     async def emit_alert(self, alert: Alert) -> None:
         """Produce a standalone alert (not tied to an input) and wait for its ack."""
         await (await self._send(alert_output(alert)))
+        if self.sinks is not None:
+            self.sinks.alert(alert)
+
+    async def tick(self) -> None:
+        """Act on time passing: quorum ballots past their deadline escalate (alerts)."""
+        async with self._lock:
+            outputs = self.router.tick(time.time())
+            for out in outputs:
+                await (await self._send(out))
+                if self.sinks is not None and out.route is Route.ALERTS and out.value:
+                    self.sinks.alert(msgspec.json.decode(out.value, type=Alert))
+
+    async def produce(self, out: Output) -> None:
+        """Produce one output not tied to an input (a released record) and wait for its ack."""
+        await (await self._send(out))
 
     async def close(self) -> None:
         await stop_clients(self.consumer, self.producer)
         self.consumer = self.producer = None
+        if self.sinks is not None:
+            await self.sinks.close()
         log.info("sidecar stopped", **self.stats.as_dict())
+
+
+def _transient(exc: KafkaError) -> bool:
+    """A produce failure that waiting out the broker can fix (timeouts, leader moves)."""
+    return bool(exc.retriable) or isinstance(exc, KafkaTimeoutError)
+
+
+def _unparsable_at(exc: BaseException) -> tuple[TopicPartition, int, int] | None:
+    """(partition, first unread offset, end of its record batch) where aiokafka failed to
+    parse a record, from the locals of its fetcher's frame."""
+    tb = exc.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_code.co_name == "_unpack_records":  # aiokafka's PartitionRecords
+            records = frame.f_locals.get("self")
+            tp, offset = getattr(records, "_tp", None), getattr(records, "next_fetch_offset", None)
+            end = getattr(frame.f_locals.get("next_batch"), "next_offset", None)
+            if isinstance(tp, TopicPartition) and isinstance(offset, int):
+                return tp, offset, max(end, offset + 1) if isinstance(end, int) else offset + 1
+        tb = tb.tb_next
+    return None
 
 
 async def stop_clients(*clients: AIOKafkaConsumer | AIOKafkaProducer | None) -> None:
@@ -483,11 +666,19 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
     # the cyclic GC rescans them so often that per-message cost grows with retained claims
     # (measured: 78 -> 144 us/message from 2*10^4 to 10^5 claims; 50 000 keeps it near flat).
     gc.set_threshold(50_000, 50, 100)
+    api = None
     try:
         await sidecar.start()
+        if config.api.enabled:  # the admin API/UI, on this loop (see ostracon.api)
+            from ..api import AdminApi
+
+            api = AdminApi(sidecar)
+            await api.start()
         gc.freeze()  # what start-up allocated is never garbage
         await sidecar.run(stop)
     finally:
+        if api is not None:
+            await api.close()
         await sidecar.close()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import time
 from collections.abc import Callable, Sequence
 
 from ..config import Config
@@ -46,7 +47,8 @@ class MemoryBus:
         """Route one message; deliver it if the verdict allows. Returns what happened."""
         value = encode(message) if isinstance(message, Envelope) else message
         key = message.conversation.encode() if isinstance(message, Envelope) else None
-        outcome = self.router.route(value, key, headers, f"memory/0/{next(self._seq)}")
+        source = f"memory/0/{next(self._seq)}"
+        outcome = self.router.route(value, key, headers, source, time.time())
         for out in outcome.outputs:
             self.topics[out.route].append(out)
         decision, envelope = outcome.decision, outcome.envelope
@@ -56,3 +58,12 @@ class MemoryBus:
                 for handler in self._handlers.get(agent, ()):
                     handler(envelope, decision)
         return outcome
+
+    def tick(self, now: float | None = None) -> list[Output]:
+        """Let time pass (default: the wall clock): quorum ballots past their deadline
+        escalate; their alerts land on the alerts "topic" and are returned. (A record a
+        quorum releases lands on the delivered "topic"; handlers are not called for it.)"""
+        outputs = self.router.tick(time.time() if now is None else now)
+        for out in outputs:
+            self.topics[out.route].append(out)
+        return outputs

@@ -249,7 +249,7 @@ def test_bad_config_exits_nonzero_naming_file_line_and_field(tmp_path: Path) -> 
 def test_demo_runs_end_to_end_in_under_a_minute() -> None:
     started = time.monotonic()
     result = subprocess.run(
-        [sys.executable, "-m", "ostracon", "demo", "--delay", "0.05"],
+        [sys.executable, "-m", "ostracon", "demo", "--delay", "0.05", "--no-serve"],
         capture_output=True,
         text=True,
         timeout=90,

@@ -18,7 +18,7 @@ from ostracon.config import Config, RulesConfig
 from ostracon.core import Context, Core
 from ostracon.envelope import Claim, Envelope, Kind
 from ostracon.pipeline import build_core
-from ostracon.rules import Facts, RulesStage, _renderer, explain, load_rules, render
+from ostracon.rules import Facts, RulesStage, _renderer, _summary, explain, load_rules, render
 
 from .test_rules_stage import context
 
@@ -69,6 +69,11 @@ def test_benchmark_rules_decide_as_the_full_evaluation(seed: int, tmp_path: Path
     stage = _stage(fast)
     assert stage._index is not None and _stage(slow)._index is None
     assert {"sender", "kind"} <= set(stage._index.fields)
+    # what this rule set exercises: thresholds (the reputation rules), substring tests (the
+    # content rules) and shared conjuncts (``unverified``) that, found true, are left out
+    kinds = {f[2].__qualname__.split(".")[0] for f in stage._index._features}
+    assert {"_threshold_feature", "_text_feature", "_shared_feature"} <= kinds
+    assert any(alt is not None for alt in stage._index._stripped)
     envs = bench.messages(rng, 1500)
     _same(fast, slow, envs)
     # the index did leave rules out (and the reference evaluated them all)
@@ -310,3 +315,162 @@ def test_random_rule_sets_decide_as_the_full_evaluation(seed: int, tmp_path: Pat
         assert msgspec.json.encode(a) == msgspec.json.encode(b), env
         mine = [line.split(":")[0][5:] for line in a.reasons if line.startswith("rule ")]
         assert mine == winners, (env, a.reasons)
+
+
+DECIDED = """
+- rule: rep
+  condition: sender.reputation < 0.8 and claims.any(c, not c.grounded)
+  actions: {accuse: {reason: "{sender}"}}
+- rule: rep-low
+  condition: 0.5 > sender.reputation
+  actions: {hold: {reason: low}, alert: {summary: "held {claims} from {sender}"}}
+- rule: band
+  condition: risk.score >= 0.2 and risk.score < 0.9 and kind == "chat"
+  actions: {tag: {band: "1"}}
+  priority: 3
+- rule: deep
+  condition: lineage.depth > 0 and risk.score <= 0.5
+  actions: {alert: {}}
+- rule: n-ge
+  condition: meta.n >= 1 and kind == "chat"
+  actions: {quarantine: {reason: n}}
+  priority: 1
+- rule: n-le
+  condition: 2 >= meta.n and meta.n > 0.5
+  actions: {alert: {summary: "{rule}: {meta.n}"}}
+- rule: n-lt
+  condition: meta.n < 2 and claims.any(c, c.key == "k1")
+  actions: {tag: {lt: "1"}}
+- rule: risky-deep
+  condition: risk.score > 0.3 and lineage.depth >= 1
+  actions: {hold: {reason: deep}}
+- rule: n-gt-big
+  condition: meta.n > 1e9 or sender == "s0"
+  actions: {tag: {big: "1"}}
+- rule: words
+  condition: contains(lower(content), "token") or contains(content, "api key")
+  actions: {block: {feedback: "{sender}: no secrets"}}
+  priority: 9
+- rule: shout
+  condition: contains(upper(content), "TOKEN") or contains(content, "Api")
+  actions: {alert: {severity: info}}
+- rule: two-needles
+  condition: contains(content, "a") and contains(lower(content), "b") and kind == "chat"
+  actions: {tag: {ab: "1"}}
+- rule: two-fields
+  condition: contains(content, "x") or contains(sender, "1")
+  actions: {tag: {x: "1"}}
+- rule: team
+  condition: contains(lower(meta.team), "op") and sender == "s1"
+  actions: {tag: {team: "1"}}
+- rule: chat
+  condition: kind == "chat" and sender in ["s1", "s2"]
+  actions: {tag: {chat: "1"}}
+- rule: tool
+  condition: kind == "tool_call" and sender in ["s1", "s0"]
+  actions: {tag: {tool: "1"}}
+"""
+ODD_N: list[object] = [0, 1, 2, 0.5, 0.75, 1.5, 3, -1, True, False, None, "2", float("nan"), 1e10]
+CONTENTS = ["", "Token here", "api key", "API KEY", "ab", "xb", "A b", "nothing", "tokenapi"]
+
+
+def test_thresholds_and_substring_tests_decide_as_the_full_evaluation(tmp_path: Path) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text(DECIDED, encoding="utf-8")
+    rules = {r.name: r for r in load_rules([path]).rules}
+    assert [(t[0], t[1], t[2]) for t in rules["band"].condition.thresholds] == [
+        ("risk.score", ">=", 0.2),
+        ("risk.score", "<", 0.9),
+    ]
+    assert [(t[0], t[1], t[2]) for t in rules["rep-low"].condition.thresholds] == [
+        ("sender.reputation", "<", 0.5)  # 0.5 > x, flipped
+    ]
+    assert rules["words"].condition.text_tests[0][1] == (
+        ("content", "lower", "token"),
+        ("content", "", "api key"),
+    )
+    assert rules["n-gt-big"].condition.thresholds == ()  # an or: no single threshold
+    fast, slow = _pair(path)
+    for core in (fast, slow):  # reputations 0.6 and 0.2 (1 - red / (claims + 1))
+        core.state.records.update({"s1": [4, 2], "s2": [9, 8]})
+    stage = _stage(fast)
+    index = stage._index
+    assert index is not None
+    r = random.Random(7)
+    envs = []
+    for i in range(700):
+        meta: dict[str, object] = {"n": r.choice(ODD_N)}
+        if r.random() < 0.5:
+            meta["team"] = r.choice(["ops", "OPS", "dev", 3])
+        keys = r.sample(["k1", "k2", "k3"], r.randint(0, 3))
+        envs.append(
+            Envelope(
+                id=f"m-{i}",
+                conversation=f"c-{i % 4}",
+                sender=r.choice(["s0", "s1", "s2"]),
+                kind=r.choice([Kind.CHAT, Kind.TOOL_CALL]),
+                content=r.choice(CONTENTS),
+                parents=[f"m-{i - 1}"] if i and r.random() < 0.5 else [],
+                claims=[Claim(k, r.choice(["x", "y", "z"])) for k in keys],
+                meta=meta,
+                ts=float(i),
+            )
+        )
+    fired: set[str] = set()
+    for env in envs:
+        a, b = fast.decide(env), slow.decide(env)
+        assert msgspec.json.encode(a) == msgspec.json.encode(b), env
+        fired.update(t.stage[5:] for t in a.trail if t.stage.startswith("rule:"))
+    # every rule fired somewhere (the tests cover both outcomes), and the decided conjuncts
+    # left some rules with nothing to evaluate
+    assert fired == set(rules)
+    residual = {p.rule.name: p.fn for p in index._residual}
+    assert residual["words"] is rules_mod._always and residual["shout"] is rules_mod._always
+    assert residual["rep-low"] is rules_mod._always
+    assert residual["n-le"] is rules_mod._always  # two thresholds on one field, one rule
+    assert residual["risky-deep"] is rules_mod._always  # one on each of two fields
+    assert residual["band"] is not rules_mod._always  # the key can rule it out: evaluated
+    own = {r.name: r for r in stage.ruleset.rules}
+    assert residual["two-fields"] is own["two-fields"].condition.fn  # two fields: evaluated
+
+
+def test_thresholds_alone_build_an_index(tmp_path: Path) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text(
+        """
+- rule: low
+  condition: sender.reputation < 0.5
+  actions: {hold: {}}
+- rule: lower
+  condition: sender.reputation <= 0.25
+  actions: {quarantine: {}}
+- rule: secret
+  condition: contains(lower(content), "secret")
+  actions: {block: {}}
+- rule: password
+  condition: contains(content, "password") or contains(upper(content), "SECRET")
+  actions: {alert: {}}
+""",
+        encoding="utf-8",
+    )
+    fast, slow = _pair(path)
+    index = _stage(fast)._index
+    assert index is not None and index.fields == ()
+    envs = [
+        Envelope(id=f"m-{i}", conversation="c", sender="s", kind=Kind.CHAT, content=c)
+        for i, c in enumerate(["a SECRET", "none", "", "secret", "password", "Secret"])
+    ]
+    _same(fast, slow, envs)
+    assert len(index._features) == 2
+    assert all(p.fn is rules_mod._always for p in index._residual)
+
+
+@pytest.mark.parametrize("template", [*TEMPLATES, "{sender}{rule}{rule}x{kind}", "{rule}{rule}"])
+def test_alert_summaries_render_as_render_does_and_are_shared_per_message(
+    template: str,
+) -> None:
+    facts = Facts(context(), 4)
+    one, two = _summary(template, "r1"), _summary(template, "r2")
+    assert one(facts) == render(template, facts, "r1")
+    assert two(facts) == render(template, facts, "r2")  # the shared text, another rule
+    assert one(Facts(context(), 4)) == render(template, Facts(context(), 4), "r1")
