@@ -19,7 +19,7 @@ import msgspec
 
 from ..config import SinksConfig
 from ..core import State
-from ..decision import Alert, Severity
+from ..decision import Alert, Severity, alert_id
 from ..logs import get_logger
 from ..routing import Outcome, Route
 from .alertmanager import AlertmanagerSink
@@ -88,9 +88,17 @@ class SinkHub:
         # The alert records, not decision.alerts: the router adds alerts of its own beside
         # the decision (identity failures, even on a dead letter; accusations' blocklist
         # changes; a lost quorum release), and every one must reach people.
+        alerted = False
         for out in outcome.outputs:
             if out.route is Route.ALERTS and out.value:
                 self.alert(_alert_decoder.decode(out.value))
+                alerted = True
+        error = outcome.error
+        if error is not None and not outcome.duplicate and not alerted:
+            # A malformed record: the dead-letter topic is its Kafka record; people hear of
+            # it here (grouped and rate limited like every alert). Refusals that raised
+            # their own alert (identity failures) are not announced twice.
+            self.alert(dead_letter_alert(outcome.key, error.code, error.reason))
 
     def alert(self, alert: Alert) -> None:
         """Count, stamp, group and queue one alert for the notifying sinks."""
@@ -130,6 +138,20 @@ class SinkHub:
             self.metrics.stop()
         if self.sinks:
             log.info("sinks stopped", **{s.name: s.counters() for s in self.sinks})
+
+
+def dead_letter_alert(key: str, code: str, reason: str) -> Alert:
+    """The ``dead-letter`` alert for a record that was not a valid envelope. ``key`` is the
+    dead letter's dedupe key (``dlq:<topic/partition/offset>``)."""
+    source = key.removeprefix("dlq:")
+    return Alert(
+        kind="dead-letter",
+        severity=Severity.WARNING,
+        summary=f"record {source} dead-lettered ({code}): {reason[:200]}",
+        conversation="",
+        evidence=[source],
+        id=alert_id(key, "dead-letter", 0),
+    )
 
 
 def _rank(name: str) -> int:

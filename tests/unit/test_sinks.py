@@ -31,6 +31,7 @@ from ostracon.envelope import Envelope, InvalidEnvelope, Kind
 from ostracon.routing import Outcome, Output, Route, alert_output
 from ostracon.sinks import AlertGroups, Notification, PermanentError, QueuedSink, SinkHub
 from ostracon.sinks.alertmanager import AlertmanagerSink
+from ostracon.sinks.hub import dead_letter_alert
 from ostracon.sinks.log import LogSink
 from ostracon.sinks.metrics import Metrics
 from ostracon.sinks.otlp import OtlpSink, span_id_for, trace_id_for
@@ -447,3 +448,25 @@ def test_the_held_gauge_is_bounded_and_prunes_only_when_a_reviewer_resolved(
     state.resolved.update({f"x-{i}": "deny" for i in range(10)})  # none of ours
     m.prune()
     assert scrape(m)["ostracon_quarantine_messages", ()] == 99
+
+
+def test_a_malformed_record_raises_one_dead_letter_alert() -> None:
+    cfg = SinksConfig(
+        log=LogSinkConfig(enabled=True, min_severity="info"),
+        prometheus=PrometheusSinkConfig(enabled=True),
+    )
+    hub = SinkHub(cfg, FakeStats(), State())
+    bad = Outcome(
+        "dlq:agents.inbound/2/17",
+        [Output(Route.DEAD_LETTER, None, b"{", [])],
+        error=InvalidEnvelope("invalid-json", "truncated"),
+    )
+    hub.outcome(bad, 0.0001)
+    dup = Outcome("dlq:agents.inbound/2/17", [], error=bad.error, duplicate=True)
+    hub.outcome(dup, 0.0001)  # a re-read after a crash is not announced again
+    assert hub.metrics is not None
+    assert dict(hub.metrics.alerts) == {("dead-letter", "warning"): 1}
+    note = hub.notifiers[0][0]._queue[0]
+    assert note.alert.evidence == ["agents.inbound/2/17"]
+    assert "(invalid-json): truncated" in note.alert.summary
+    assert note.alert.id == dead_letter_alert(bad.key, "invalid-json", "truncated").id
