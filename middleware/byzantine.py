@@ -403,6 +403,8 @@ class ByzantineStage(Stage):
             trust.credibility[agent] = tally.credibility(agent, cfg)
         if event.accused in tally.accusers:
             state.accusers[event.accused] = frozenset(tally.accusers[event.accused])
+        if not tally.dirty:  # no candidate's tally moved: the rounds would give the same
+            return []
         reasons = dict(trust.direct)
         for agent, reason in _rounds(tally, cfg, set(reasons)).items():
             reasons.setdefault(agent, reason)
@@ -596,14 +598,20 @@ class Tally:
     targets: dict[str, set[str]] = field(default_factory=dict)  # accuser -> accused in best
     raw: dict[str, float] = field(default_factory=dict)  # accused -> weight of all accusers
     candidates: set[str] = field(default_factory=set)  # raw within reach of f + 1
+    cred: dict[str, float] = field(default_factory=dict)  # credibility(), when not 1
+    dirty: bool = True  # a candidate's tally changed since the last rounds
+    direct: frozenset[str] = frozenset()  # blocked directly when built (Trust.direct)
+    first: dict[str, tuple[float, str]] = field(default_factory=dict)  # round-1 results
 
     @classmethod
     def build(
         cls, trust: Trust, cfg: ByzantineConfig, registered: Callable[[str], bool] | None
     ) -> Tally:
-        tally = cls()
+        tally = cls(direct=frozenset(trust.direct))
         for acc in trust.accusations.values():
             tally.add(acc, trust, cfg, registered, fresh=True)
+        for agent in tally.proven.keys() | tally.wrong.keys():
+            tally._credit(agent, cfg)
         for accused in tally.best:
             tally._retally(accused, cfg)
         return tally
@@ -657,20 +665,33 @@ class Tally:
     def _credited(self, changed: list[str], cfg: ByzantineConfig, fresh: bool) -> list[str]:
         if not fresh:
             for agent in changed:
+                self._credit(agent, cfg)
                 for accused in self.targets.get(agent, ()):
                     self._retally(accused, cfg)
         return changed
+
+    def _credit(self, agent: str, cfg: ByzantineConfig) -> None:
+        c = self.credibility(agent, cfg)
+        if c != 1.0:
+            self.cred[agent] = c
+        else:
+            self.cred.pop(agent, None)
 
     def _retally(self, accused: str, cfg: ByzantineConfig) -> None:
         """An upper bound of what the rounds can count for ``accused`` (all its accusers):
         only agents within reach of f + 1 need a look in each round."""
         by = self.best.get(accused, {})
-        total = sum(w * self.credibility(a, cfg) for a, (w, _) in by.items())
+        cred = self.cred
+        self.first.pop(accused, None)
+        total = sum(w * cred.get(a, 1.0) for a, (w, _) in by.items())
         self.raw[accused] = total
-        if total >= cfg.f + 1 - 1e-6:  # margin: a float sum in another order
+        if accused in self.candidates:
+            self.dirty = True
+            if total < cfg.f + 1 - 1e-6:
+                self.candidates.discard(accused)
+        elif total >= cfg.f + 1 - 1e-6:  # margin: a float sum in another order
             self.candidates.add(accused)
-        else:
-            self.candidates.discard(accused)
+            self.dirty = True
 
 
 def compute_blocklist(
@@ -715,24 +736,48 @@ def _rounds(tally: Tally, cfg: ByzantineConfig, direct: set[str]) -> dict[str, s
     """``quorum``: blocked when the credibility-weighted accusations of distinct
     non-blocked accusers reach f + 1. Grows to a fixed point: a newly blocked agent's
     accusations stop counting in the next round, but nobody blocked in a round is unblocked
-    by a later one. Only the candidates (all accusers together reach f + 1) can be."""
+    by a later one. Only the candidates (all accusers together reach f + 1) can be; after
+    the first round only those an agent blocked in the last one accused can change, and
+    first-round results are kept until the candidate's tally moves."""
     threshold = cfg.f + 1 - 1e-9
     blocked = set(direct)
     out: dict[str, str] = {}
-    while True:
-        grown = False
-        for accused in sorted(tally.candidates - blocked):
-            by = tally.best[accused]
-            voters = [a for a in sorted(by) if a not in blocked]
-            total = sum(by[a][0] * tally.credibility(a, cfg) for a in voters)
-            if total >= threshold:
-                reasons = "; ".join(f"{a}: {tally.reasons[by[a][1]]}" for a in voters[:3])
-                out[accused] = f"accused by {len(voters)} (weight {total:.2f} >= {cfg.f + 1}): "
-                out[accused] += reasons
-                grown = True
-        if not grown:
-            return out
-        blocked |= out.keys()
+    tally.dirty = False
+    cache = tally.first if direct == tally.direct else None
+    todo = sorted(tally.candidates - blocked)
+    while todo:
+        new: dict[str, str] = {}
+        for accused in todo:
+            found = cache.get(accused) if cache is not None else None
+            if found is None:
+                found = _total(tally, accused, blocked, cfg, threshold)
+                if cache is not None:
+                    cache[accused] = found
+            if found[0] >= threshold:
+                new[accused] = found[1]
+        if not new:
+            break
+        out.update(new)
+        blocked |= new.keys()
+        cache = None
+        touched = {x for b in new for x in tally.targets.get(b, ())}
+        todo = sorted(touched & tally.candidates - blocked)
+    return out
+
+
+def _total(
+    tally: Tally, accused: str, blocked: set[str], cfg: ByzantineConfig, threshold: float
+) -> tuple[float, str]:
+    """What ``accused``'s non-blocked accusers count (summed in sorted order: the same float
+    on every instance), and the blocklist reason should it reach the threshold."""
+    by = tally.best[accused]
+    cred = tally.cred
+    voters = [a for a in sorted(by) if a not in blocked]
+    total = sum(by[a][0] * cred.get(a, 1.0) for a in voters)
+    if total < threshold:
+        return total, ""
+    reasons = "; ".join(f"{a}: {tally.reasons[by[a][1]]}" for a in voters[:3])
+    return total, f"accused by {len(voters)} (weight {total:.2f} >= {cfg.f + 1}): {reasons}"
 
 
 def _matching(

@@ -527,11 +527,7 @@ def _check_api(api: ApiConfig, root: yaml.Node, file: str) -> None:
         raise ConfigError(
             file, where, "api.token_env", f"environment variable {api.token_env} is not set"
         )
-    if (
-        api.resolve_token() is None
-        and not _is_loopback(api.host)
-        and not api.allow_unauthenticated
-    ):
+    if api.resolve_token() is None and not _is_loopback(api.host) and not api.allow_unauthenticated:
         raise ConfigError(
             file,
             _locate(root, ["api", "host"]),

@@ -27,7 +27,7 @@ from ostracon.envelope import Envelope
 from ostracon.identity import sign_hmac
 from ostracon.quorum import GateState, aggregate
 from ostracon.routing import H_DECISION, H_RELEASED, Outcome, Route, header
-from ostracon.store import QuarantineResolved
+from ostracon.store import AgentBlocked, QuarantineResolved, decode_event, event_id
 from ostracon.transport.memory import MemoryBus
 
 RULES = Path(__file__).parents[2] / "rules"
@@ -540,3 +540,80 @@ def test_bad_quorum_config_names_file_line_and_field() -> None:
         parse_config("quorum:\n  enabled: true\n  max_share: 2\n", "ostracon.yaml")
     assert str(err.value).startswith("ostracon.yaml:3: quorum.max_share:")
     assert parse_config("quorum:\n  max_share: 1\n").quorum.max_share == 1.0
+
+
+# ------------------------------------------------------------------ review fixes (issue 5)
+
+
+def test_a_registered_model_family_beats_the_one_claimed_in_meta(gate_file: Path) -> None:
+    """Colluders claiming three families in meta but registered as one are capped as one."""
+    agents = {v: AgentKeyConfig(hmac_secret="s", model_family="gpt") for v in ("v1", "v2", "v3")}
+    agents["worker"] = AgentKeyConfig(hmac_secret="s")
+    bus = MemoryBus(
+        Config(
+            rules=RulesConfig(paths=[str(gate_file)], reload=False),
+            identity=IdentityConfig(agents=agents),
+        )
+    )
+    held(bus)
+    tags = [
+        vote(bus, v, family=f).decision.tags["vote"]
+        for v, f in [("v1", "a"), ("v2", "b"), ("v3", "c")]
+    ]  # type: ignore[union-attr]
+    assert tags == ["counted", "counted", "capped"]
+    assert next(iter(gate_state(bus).ballots.values())).tally[0] == 1.5 and not released(bus)
+    # The genealogy (containment's same-family support) reads the registered family too.
+    assert bus.core.state.genealogy.families["v1"] == "gpt"
+
+
+def test_held_records_are_bounded_in_bytes(gate_file: Path) -> None:
+    bus = bus_for(gate_file)
+    held(bus, "a-0")
+    size = bus.router.held_bytes
+    bus = bus_for(gate_file, max_held_bytes=2 * size + size // 2)
+    for i in range(3):
+        held(bus, f"a-{i}")
+    assert bus.router.held_bytes <= 2 * size + size // 2
+    assert [b.message_id for b in gate_state(bus).ballots.values()] == ["a-1", "a-2"]
+    assert list(bus.router.held) == [b.did for b in gate_state(bus).ballots.values()]
+    (timeout,) = alerts(bus, "quorum-timeout")
+    assert "max_held_bytes" in timeout["summary"] and timeout["evidence"] == ["a-0"]
+    assert vote(bus, "v1", held_id="a-0").decision.tags["vote"] == "no-ballot"  # type: ignore[union-attr]
+
+
+def test_a_quorum_release_is_resolved_in_the_state_topic(gate_file: Path) -> None:
+    """So the record leaves the review queue, and a human cannot deliver it again."""
+    bus = bus_for(gate_file)
+    did = held(bus).decision.id  # type: ignore[union-attr]
+    for v, fam in [("v1", "a"), ("v2", "b")]:
+        vote(bus, v, family=fam)
+    assert not bus.topics[Route.STATE]
+    last = vote(bus, "v3", family="c")
+    (out,) = [o for o in last.outputs if o.route is Route.STATE]
+    event = decode_event(out.value)
+    assert isinstance(event, QuarantineResolved)
+    assert (event.action, event.by, event.decision_id) == ("release", "quorum", did)
+    assert event.id == event_id("quarantine", did) and event.message_id == "a-1"
+    assert bus.core.state.resolved[did] == "release" and event.id in bus.core.state.applied
+    routes = [o.route for o in last.outputs]
+    assert routes.index(Route.STATE) < len(routes) - 1  # before the vote's own record
+    assert gate_state(bus).adjust == 0.0  # the gate agreeing with itself adapts nothing
+    # A rejection is not resolved: the record waits in the review queue for a human, whose
+    # release is the override that adapts the gates (docs/byzantine.md).
+    did2 = held(bus, "a-2").decision.id  # type: ignore[union-attr]
+    for v, fam in [("v1", "a"), ("v2", "b"), ("v3", "c")]:
+        vote(bus, v, "reject", fam, held_id="a-2")
+    assert did2 not in bus.core.state.resolved and len(bus.topics[Route.STATE]) == 1
+
+
+def test_a_sender_blocklisted_after_its_message_was_held_is_not_released(
+    gate_file: Path,
+) -> None:
+    bus = bus_for(gate_file)
+    did = held(bus).decision.id  # type: ignore[union-attr]
+    bus.core.apply(AgentBlocked(id="b", at=1.0, by="human:ops", agent="worker", reason="x"))
+    for v, fam in [("v1", "a"), ("v2", "b"), ("v3", "c")]:
+        vote(bus, v, family=fam)
+    assert not released(bus) and did not in bus.core.state.resolved
+    (refused,) = alerts(bus, "quorum-release-refused")
+    assert "worker" in refused["summary"] and refused["decision_id"] == did
