@@ -401,7 +401,8 @@ async def test_a_dead_and_a_slow_sink_do_not_stall_routing(
             config(SinksConfig(), inbound="in-base", group="g-base"), broker.bootstrap, n, "b"
         )
         sinks = SinksConfig(
-            grouping=GroupingConfig(window_s=0),  # every alert is a notification
+            # every alert is a notification, none held back by the rate limit
+            grouping=GroupingConfig(window_s=0, rate_per_minute=0),
             webhook=WebhookSinkConfig(  # nothing listens there: connection refused
                 enabled=True,
                 url=f"http://127.0.0.1:{free_port()}/hook",
