@@ -13,12 +13,19 @@ and takes (receive time - send time) per message; "added" is ostracon minus raw.
 
     python benchmarks/throughput.py                 # defaults: 100k msgs, 1000 msg/s for 10 s
     python benchmarks/throughput.py --count 20000 --rate 500 --seconds 5
+    python benchmarks/throughput.py --config benchmarks/full-pipeline.yaml --half \
+        --kinds raw ostracon
+
+``--config FILE`` runs the ostracon passthroughs with that sidecar config (its kafka, topics
+and limits replaced by the benchmark's); ``--half`` measures latency a second time at 50% of
+the measured ostracon maximum.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import platform
@@ -30,7 +37,7 @@ import time
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from ostracon.config import Config, KafkaConfig, LimitsConfig, TopicsConfig
+from ostracon.config import KafkaConfig, LimitsConfig, TopicsConfig, load_config
 from ostracon.routing import Outcome
 from ostracon.transport.embedded import EmbeddedBroker
 from ostracon.transport.kafka import Sidecar, ensure_topics
@@ -107,11 +114,13 @@ async def raw_passthrough(bootstrap: str, src: str, dst: str, group: str, count:
 
 
 async def ostracon_passthrough(
-    bootstrap: str, src: str, dst: str, group: str, count: int, inflight: int = 4
+    bootstrap: str, src: str, dst: str, group: str, count: int, inflight: int = 4, config: str = ""
 ) -> None:
-    cfg = Config(
-        kafka=KafkaConfig(
-            bootstrap_servers=bootstrap, group_id=group, fetch_max_wait_ms=FETCH_WAIT_MS
+    base = load_config(config or None)  # the stages, rules and sinks under test
+    cfg = msgspec.structs.replace(
+        base,
+        kafka=msgspec.structs.replace(
+            base.kafka, bootstrap_servers=bootstrap, group_id=group, fetch_max_wait_ms=FETCH_WAIT_MS
         ),
         topics=TopicsConfig(
             inbound=[src],
@@ -119,9 +128,12 @@ async def ostracon_passthrough(
             quarantine=f"{dst}.q",
             dead_letter=f"{dst}.dlq",
             alerts=f"{dst}.alerts",
+            recalls=f"{dst}.recalls",
+            state=f"{dst}.state",  # per run: no accusation or blocklist carried between runs
+            votes=f"{dst}.votes",
             partitions=PARTITIONS,
         ),
-        limits=LimitsConfig(max_batch=BATCH, max_inflight_batches=inflight),
+        limits=msgspec.structs.replace(base.limits, max_batch=BATCH, max_inflight_batches=inflight),
     )
     stop = asyncio.Event()
     first: list[float] = []
@@ -135,8 +147,19 @@ async def ostracon_passthrough(
         if seen == count:
             stop.set()  # run() returns once every batch in flight is acked and committed
 
+    gc.set_threshold(50_000, 50, 100)  # the GC settings of the sidecar process (serve)
     sidecar = Sidecar(cfg, bootstrap, on_outcome=on_outcome)
     await sidecar.start()
+    gc.freeze()
+    every = float(os.environ.get("BENCH_PROGRESS_S", 0))  # benchmarks/scaleout.py reads these
+
+    async def progress() -> None:
+        while True:
+            await asyncio.sleep(every)
+            line = {"t": time.monotonic(), "n": seen, "cpu": time.process_time()}
+            print(json.dumps(line), flush=True)
+
+    reporter = asyncio.create_task(progress()) if every > 0 else None
     try:
         await sidecar.run(stop)
         seconds = time.perf_counter() - first[0]
@@ -145,11 +168,13 @@ async def ostracon_passthrough(
             flush=True,
         )
     finally:
+        if reporter is not None:
+            reporter.cancel()
         await sidecar.close()
 
 
 def child(argv: list[str]) -> None:
-    kind, bootstrap, src, dst, group, count = argv
+    kind, bootstrap, src, dst, group, count, config = argv
     import logging
 
     from ostracon.logs import configure
@@ -160,10 +185,12 @@ def child(argv: list[str]) -> None:
         asyncio.run(raw_passthrough(bootstrap, src, dst, group, int(count)))
     else:
         inflight = 1 if kind == "ostracon-serial" else LimitsConfig().max_inflight_batches
-        asyncio.run(ostracon_passthrough(bootstrap, src, dst, group, int(count), inflight))
+        asyncio.run(ostracon_passthrough(bootstrap, src, dst, group, int(count), inflight, config))
 
 
-def spawn(kind: str, bootstrap: str, src: str, dst: str, count: int) -> subprocess.Popen[str]:
+def spawn(
+    kind: str, bootstrap: str, src: str, dst: str, count: int, config: str = ""
+) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [
             sys.executable,
@@ -175,6 +202,7 @@ def spawn(kind: str, bootstrap: str, src: str, dst: str, count: int) -> subproce
             dst,
             f"{kind}-{src}-{dst}",
             str(count),
+            config,
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -197,22 +225,28 @@ async def fill(bootstrap: str, topic: str, n: int) -> None:
         await producer.stop()
 
 
-def throughput(kind: str, bootstrap: str, n: int, run: int) -> float:
+def throughput(kind: str, bootstrap: str, n: int, run: int, config: str = "") -> float:
     # Each run drains the same pre-filled input under a fresh consumer group.
-    proc = spawn(kind, bootstrap, "tp.in", f"tp.out.{kind}.{run}", n)
+    proc = spawn(kind, bootstrap, "tp.in", f"tp.out.{kind}.{run}", n, config)
     out, _ = proc.communicate(timeout=600)
     result = json.loads(out.strip().splitlines()[-1])
     return float(result["n"] / result["seconds"])
 
 
-async def latency(kind: str, bootstrap: str, rate: int, seconds: float) -> list[float]:
+async def latency(
+    kind: str, bootstrap: str, rate: int, seconds: float, config: str = "", tag: str = ""
+) -> list[float]:
     """Offer ``rate`` msg/s for ``seconds`` through one passthrough; latencies in ms."""
-    src, dst = f"lat.in.{kind}", f"lat.out.{kind}"
-    proc = spawn(kind, bootstrap, src, dst, 0)
+    src, dst = f"lat.in.{kind}{tag}", f"lat.out.{kind}{tag}"
+    proc = spawn(kind, bootstrap, src, dst, 0, config)
     latencies: list[float] = []
     total = int(rate * seconds)
+    # Held, quarantined and dead-lettered messages count too: their decision is their output.
     consumer = AIOKafkaConsumer(
-        dst, bootstrap_servers=bootstrap, auto_offset_reset="earliest", fetch_max_wait_ms=5
+        *outputs(dst),
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=5,
     )
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
     await consumer.start()
@@ -224,8 +258,9 @@ async def latency(kind: str, bootstrap: str, rate: int, seconds: float) -> list[
             now = time.time_ns()
             for records in batch.values():
                 for r in records:
-                    sent = dict(r.headers)[TS_HEADER]
-                    latencies.append((now - int(sent)) / 1e6)
+                    sent = dict(r.headers).get(TS_HEADER)
+                    if sent is not None:  # not ostracon's feedback notes to senders
+                        latencies.append((now - int(sent)) / 1e6)
 
     try:
         # Warm-up: wait until the passthrough forwards (its group join takes a few seconds).
@@ -253,6 +288,11 @@ async def latency(kind: str, bootstrap: str, rate: int, seconds: float) -> list[
     return latencies
 
 
+def outputs(dst: str) -> list[str]:
+    """A passthrough's output topics (the raw one writes only the first)."""
+    return [dst, f"{dst}.q", f"{dst}.dlq"]
+
+
 def pct(values: list[float], p: float) -> float:
     return statistics.quantiles(values, n=1000)[int(p * 10) - 1]
 
@@ -260,39 +300,58 @@ def pct(values: list[float], p: float) -> float:
 KINDS = ("raw", "ostracon-serial", "ostracon")
 
 
+def print_latency(rate: int, seconds: float, lat_raw: list[float], lat_ost: list[float]) -> None:
+    print(f"latency at {rate} msg/s for {seconds:g}s (end to end, ms):")
+    for name, lat in (("raw", lat_raw), ("ostracon", lat_ost)):
+        print(
+            f"  {name:<9} p50 {pct(lat, 50):7.2f}   p99 {pct(lat, 99):7.2f}   n={len(lat)}"
+            f"   p95 {pct(lat, 95):7.2f}"
+        )
+    print(  # p95 last: run_all reads "p50 .. p99 .." from this line
+        f"  added     p50 {pct(lat_ost, 50) - pct(lat_raw, 50):7.2f}   "
+        f"p99 {pct(lat_ost, 99) - pct(lat_raw, 99):7.2f}   "
+        f"p95 {pct(lat_ost, 95) - pct(lat_raw, 95):7.2f}"
+    )
+
+
 async def main(args: argparse.Namespace) -> None:
     with EmbeddedBroker() as broker:
         bs = broker.bootstrap
-        topics = ["tp.in"] + [f"tp.out.{k}.{r}" for k in KINDS for r in range(args.repeat)]
+        kinds = args.kinds
+        topics = ["tp.in"] + [f"tp.out.{k}.{r}" for k in kinds for r in range(args.repeat)]
         for kind in ("raw", "ostracon"):
-            topics += [f"lat.in.{kind}", f"lat.out.{kind}"]
+            for tag in ("", ".h"):
+                topics += [f"lat.in.{kind}{tag}", *outputs(f"lat.out.{kind}{tag}")]
         await ensure_topics(bs, topics, PARTITIONS)
         await fill(bs, "tp.in", args.count)
-        rates: dict[str, list[float]] = {k: [] for k in KINDS}
+        rates: dict[str, list[float]] = {k: [] for k in kinds}
         for run in range(args.repeat):  # interleaved, so drift hits every kind alike
-            for kind in KINDS:
-                rates[kind].append(throughput(kind, bs, args.count, run))
+            for kind in kinds:
+                rates[kind].append(throughput(kind, bs, args.count, run, args.config))
         lat_raw = await latency("raw", bs, args.rate, args.seconds)
-        lat_ost = await latency("ostracon", bs, args.rate, args.seconds)
+        lat_ost = await latency("ostracon", bs, args.rate, args.seconds, args.config)
+        half = 0
+        if args.half and rates.get("ostracon"):  # 50% of the measured ostracon maximum
+            half = int(statistics.median(rates["ostracon"]) / 2)
+            half_raw = await latency("raw", bs, half, args.seconds, tag=".h")
+            half_ost = await latency("ostracon", bs, half, args.seconds, args.config, ".h")
 
     best = {k: statistics.median(v) for k, v in rates.items()}
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}; broker: embedded Tansu on loopback; "
-        f"{PARTITIONS} partitions; batch {BATCH}; fetch wait {FETCH_WAIT_MS} ms"
+        f"{PARTITIONS} partitions; batch {BATCH}; fetch wait {FETCH_WAIT_MS} ms; "
+        f"config {args.config or '(defaults)'}"
     )
     print(f"throughput, {args.count} msgs, median of {args.repeat} runs (msg/s):")
-    for kind in KINDS:
+    for kind in kinds:
         runs = ", ".join(f"{r:.0f}" for r in rates[kind])
         ratio = best[kind] / best["raw"]
         print(f"  {kind:<16} {best[kind]:9.0f}   ratio {ratio:.2f}   runs: {runs}")
-    print(f"latency at {args.rate} msg/s for {args.seconds:g}s (end to end, ms):")
-    for name, lat in (("raw", lat_raw), ("ostracon", lat_ost)):
-        print(f"  {name:<9} p50 {pct(lat, 50):7.2f}   p99 {pct(lat, 99):7.2f}   n={len(lat)}")
-    print(
-        f"  added     p50 {pct(lat_ost, 50) - pct(lat_raw, 50):7.2f}   "
-        f"p99 {pct(lat_ost, 99) - pct(lat_raw, 99):7.2f}"
-    )
+    print_latency(args.rate, args.seconds, lat_raw, lat_ost)
+    if half:
+        print("50% of the measured ostracon maximum:")
+        print_latency(half, args.seconds, half_raw, half_ost)
 
 
 if __name__ == "__main__":
@@ -304,4 +363,11 @@ if __name__ == "__main__":
         parser.add_argument("--rate", type=int, default=1000)
         parser.add_argument("--seconds", type=float, default=10.0)
         parser.add_argument("--repeat", type=int, default=3)
+        parser.add_argument("--config", default="", help="sidecar config file (ostracon kinds)")
+        parser.add_argument(
+            "--kinds", nargs="+", choices=KINDS, default=list(KINDS), help="passthroughs to time"
+        )
+        parser.add_argument(
+            "--half", action="store_true", help="also latency at 50%% of the ostracon maximum"
+        )
         asyncio.run(main(parser.parse_args()))
