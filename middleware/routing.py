@@ -167,12 +167,24 @@ class Router:
         # From here on the input is a valid envelope; the shell turns an unexpected error in
         # the core into an ``internal-error`` dead letter rather than a crash loop.
         if self.identity is not None:
-            return self._gated(
-                self._route_signed(envelope, dkey, value, key, headers, source, now), now
-            )
+            return self._route_signed(envelope, dkey, value, key, headers, source, now)
         if not self.window.add(dkey, source):
             return Outcome(dkey, envelope=envelope, duplicate=True)
-        decision = self.core.decide(envelope, dkey)
+        return self._decide(envelope, dkey, value, headers, source, now)
+
+    def _decide(
+        self,
+        envelope: Envelope,
+        dkey: str,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes]],
+        source: str,
+        now: float | None,
+        signed: bool = False,
+    ) -> Outcome:
+        """Ask the core, then build the forwarded record and its side outputs: accusations'
+        state events, vote requests and quorum releases."""
+        decision = self.core.decide(envelope, dkey, signed=signed)
         outputs = forward(envelope, decision, value or b"", headers, source)
         if decision.accusations:
             self._accuse(decision, outputs, now)
@@ -191,13 +203,6 @@ class Router:
             side.append(Output(Route.STATE, *encode_event(event), hdr))
             side += [alert_output(a) for a in self.core.apply(event)]
         outputs[-1:-1] = side
-
-    def _gated(self, outcome: Outcome, now: float | None) -> Outcome:
-        d = outcome.decision
-        if d is not None and outcome.envelope is not None:
-            if d.vote_request is not None or d.rulings:
-                self._gate(outcome.envelope, d, outcome.outputs, now)
-        return outcome
 
     def _gate(
         self, envelope: Envelope, decision: Decision, outputs: list[Output], now: float | None
@@ -339,13 +344,12 @@ class Router:
                     )
                 alerts.append((Failure.STALE, stale))
                 signed = False
-        decision = self.core.decide(envelope, dkey, signed=signed)
-        outputs = forward(envelope, decision, value or b"", headers, source)
-        if decision.accusations:
-            self._accuse(decision, outputs, now)
+        outcome = self._decide(envelope, dkey, value, headers, source, now, signed)
         if alerts:
-            outputs[:0] = [alert_output(failure_alert(f, envelope, r, dkey)) for f, r in alerts]
-        return Outcome(dkey, outputs, envelope=envelope, decision=decision)
+            outcome.outputs[:0] = [
+                alert_output(failure_alert(f, envelope, r, dkey)) for f, r in alerts
+            ]
+        return outcome
 
     def _refuse(
         self,
