@@ -5,7 +5,8 @@ Delivery is at-least-once. Each poll takes at most ``limits.max_batch`` records 
 are committed only after every output it produced is acknowledged. A crash between the acks
 and the commit re-reads the batch, and the dedupe window (refilled on start from the output
 topics' ``ostracon-dedupe-key`` headers) drops what was already written, so each input lands
-downstream once.
+downstream once. Side outputs (alerts, recalls, votes, state events) are acknowledged before
+the main output that marks their input as done, so a crash cannot lose them (they may repeat).
 """
 
 from __future__ import annotations
@@ -58,7 +59,9 @@ if TYPE_CHECKING:
 log = get_logger("ostracon.sidecar")
 
 Offsets = dict[TopicPartition, int]
-Sent = list[tuple[Output, "asyncio.Future[object]"]]  # a batch's outputs and their acks
+Sent = list[tuple[Output, "asyncio.Future[object]"]]  # outputs and their acks
+# Outputs that carry the input's dedupe key; every other route is a side output.
+MAIN_ROUTES = frozenset({Route.DELIVERED, Route.QUARANTINE, Route.DEAD_LETTER})
 
 TOPIC_EXISTS = 36
 
@@ -255,9 +258,11 @@ class Sidecar:
         }
         # Guards the in-flight queue: the poll loop and the rebalance listener both settle it.
         self._lock = asyncio.Lock()
-        self._inflight: collections.deque[tuple[asyncio.Future[list[object]], Offsets, Sent]] = (
-            collections.deque()
-        )
+        # Each batch in flight: its shipping task (ends once every output is acknowledged)
+        # and the offsets to commit after it.
+        self._inflight: collections.deque[tuple[asyncio.Task[None], Offsets]] = collections.deque()
+        # The newest batch's main outputs are in the producer once this is done (order).
+        self._mains_queued: asyncio.Future[None] | None = None
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self.state_reader: StateReader | None = None  # set by start()
@@ -408,12 +413,11 @@ class Sidecar:
             "invalid-header", f"record batch unreadable from offset {bad} (a header key?): {exc}"
         )
         async with self._lock:
-            sent: Sent = []
+            outputs: list[Output] = []
             for offset in range(bad, end):
                 source = f"{tp.topic}/{tp.partition}/{offset}"
-                for out in self.router.dead_letter(error, b"", None, (), source).outputs:
-                    sent.append((out, await self._send(out)))
-            self._inflight.append((asyncio.gather(*(f for _, f in sent)), {tp: end}, sent))
+                outputs.extend(self.router.dead_letter(error, b"", None, (), source).outputs)
+            self._inflight.append((self._ship(outputs), {tp: end}))
             self.stats.consumed += end - bad
             self.stats.dead_letter_reasons[error.code] += end - bad
         consumer.seek(tp, end)
@@ -426,12 +430,10 @@ class Sidecar:
         )
 
     async def _submit(
-        self,
-        batch: dict[TopicPartition, list[ConsumerRecord]],
-    ) -> tuple[asyncio.Future[list[object]], Offsets, Sent]:
-        """Route a batch and hand its outputs to the producer; return (all acks, offsets,
-        each output with its ack)."""
-        sent: Sent = []
+        self, batch: dict[TopicPartition, list[ConsumerRecord]]
+    ) -> tuple[asyncio.Task[None], Offsets]:
+        """Route a batch and start shipping its outputs; return (the shipping task, offsets)."""
+        outputs: list[Output] = []
         offsets: Offsets = {}
         stats = self.stats
         sinks = self.sinks
@@ -458,7 +460,7 @@ class Sidecar:
                     stats.duplicates += 1
                     log.debug("duplicate dropped", key=outcome.key, source=source)
                 for out in outcome.outputs:
-                    sent.append((out, await self._send(out)))
+                    outputs.append(out)
                     stats.routed[out.route] += 1
                 if outcome.decision is not None:
                     stats.verdicts[outcome.decision.verdict] += 1
@@ -470,31 +472,73 @@ class Sidecar:
                         reason=outcome.error.reason,
                         source=source,
                     )
-                if sinks is not None:  # decide time only: the sends above do not await acks
+                if sinks is not None:  # decide time only: nothing above awaits the broker
                     sinks.outcome(outcome, time.perf_counter() - started)
                 if self.on_outcome is not None:
                     self.on_outcome(outcome)
             offsets[tp] = records[-1].offset + 1
-        return asyncio.gather(*(f for _, f in sent)), offsets, sent
+        return self._ship(outputs), offsets
+
+    def _ship(self, outputs: list[Output]) -> asyncio.Task[None]:
+        """Produce a batch's outputs: side outputs first, main outputs once those are acked.
+
+        A main output (delivered, quarantine, dead letter) carries the input's dedupe key:
+        once it is written, a re-read of the input after a crash is a duplicate and decides
+        nothing again. So the alerts, recalls, votes and state events the input caused must
+        be on the broker before it is, or a SIGKILL in between would lose them for good.
+        Main outputs keep the order of their inputs across batches.
+        """
+        sides = [out for out in outputs if out.route not in MAIN_ROUTES]
+        mains = [out for out in outputs if out.route in MAIN_ROUTES]
+        before, queued = self._mains_queued, asyncio.get_running_loop().create_future()
+        self._mains_queued = queued
+        return asyncio.create_task(self._ship_in_order(sides, mains, before, queued))
+
+    async def _ship_in_order(
+        self,
+        sides: list[Output],
+        mains: list[Output],
+        before: asyncio.Future[None] | None,
+        queued: asyncio.Future[None],
+    ) -> None:
+        try:
+            if sides:
+                await self._acknowledged([(out, await self._send(out)) for out in sides])
+            if before is not None:
+                await before
+            sent = [(out, await self._send(out)) for out in mains]
+        finally:
+            if not queued.done():
+                queued.set_result(None)
+        await self._acknowledged(sent)
+
+    async def _acknowledged(self, sent: Sent) -> None:
+        """Wait for the acks of ``sent``; outputs the broker did not acknowledge in time (it
+        is down or frozen for longer than the producer's request timeout) are sent again until
+        it does (``_resend``); any other produce failure raises."""
+        if not sent:
+            return
+        await asyncio.wait([f for _, f in sent])
+        for _, ack in sent:
+            error = None if ack.cancelled() else ack.exception()
+            if isinstance(error, KafkaError) and _transient(error):
+                continue
+            if error is not None:
+                raise error
+        if any(ack.cancelled() or ack.exception() is not None for _, ack in sent):
+            await self._resend(sent)
 
     async def _settle(self, keep: int) -> None:
         """Commit finished batches in order, waiting on the oldest until ``keep`` remain.
 
-        Outputs the broker did not acknowledge in time (it is down or frozen for longer than
-        the producer's request timeout) are sent again until it does (``_resend``); any other
-        produce failure raises here, before its offsets are committed: the sidecar stops and
+        A produce failure raises here, before its offsets are committed: the sidecar stops and
         the batch is re-read by whoever owns the partition next.
         """
         assert self.consumer is not None
         offsets: Offsets = {}
         while self._inflight and (len(self._inflight) > keep or self._inflight[0][0].done()):
-            acks, batch_offsets, sent = self._inflight[0]
-            try:
-                await acks
-            except KafkaError as exc:
-                if not _transient(exc):
-                    raise
-                await self._resend(sent)
+            shipped, batch_offsets = self._inflight[0]
+            await shipped
             self._inflight.popleft()
             offsets.update(batch_offsets)
             self.stats.batches += 1
