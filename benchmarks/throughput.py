@@ -17,8 +17,10 @@ and takes (receive time - send time) per message; "added" is ostracon minus raw.
         --kinds raw ostracon
 
 ``--config FILE`` runs the ostracon passthroughs with that sidecar config (its kafka, topics
-and limits replaced by the benchmark's); ``--half`` measures latency a second time at 50% of
-the measured ostracon maximum.
+and limits replaced by the benchmark's, except ``limits.handoff_every``); ``--half`` measures
+latency a second time at 50% of the measured ostracon maximum; ``--fetch-wait MS`` sets both
+passthroughs' ``fetch_max_wait_ms`` (default: the sidecar's, 20), and the measuring consumer's
+when below its 5 ms: the broker holds every fetch that long, which sets the latency floor.
 """
 
 from __future__ import annotations
@@ -246,7 +248,7 @@ async def latency(
         *outputs(dst),
         bootstrap_servers=bootstrap,
         auto_offset_reset="earliest",
-        fetch_max_wait_ms=5,
+        fetch_max_wait_ms=min(5, FETCH_WAIT_MS),
     )
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
     await consumer.start()
@@ -370,4 +372,13 @@ if __name__ == "__main__":
         parser.add_argument(
             "--half", action="store_true", help="also latency at 50%% of the ostracon maximum"
         )
-        asyncio.run(main(parser.parse_args()))
+        parser.add_argument(
+            "--fetch-wait",
+            type=int,
+            help="fetch_max_wait_ms of both passthroughs (and, up to 5, of the measuring consumer)",
+        )
+        parsed = parser.parse_args()
+        if parsed.fetch_wait is not None:  # the children read it from the environment
+            os.environ["BENCH_FETCH_WAIT_MS"] = str(parsed.fetch_wait)
+            FETCH_WAIT_MS = parsed.fetch_wait
+        asyncio.run(main(parsed))

@@ -69,6 +69,9 @@ class LimitsConfig(_Section, frozen=True):
     # Batches produced but not yet acknowledged: overlaps routing with broker round trips.
     # In-flight work is bounded by max_batch * max_inflight_batches records.
     max_inflight_batches: PositiveInt = 4
+    # Records routed between two hand-offs to the producer: the outputs of the first records
+    # of a poll leave while the rest is routed (latency), at one event-loop turn each.
+    handoff_every: PositiveInt = 8
 
 
 class DedupeConfig(_Section, frozen=True):

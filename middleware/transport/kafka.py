@@ -18,7 +18,7 @@ import gc
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -258,9 +258,9 @@ class Sidecar:
         }
         # Guards the in-flight queue: the poll loop and the rebalance listener both settle it.
         self._lock = asyncio.Lock()
-        # Each batch in flight: its shipping task (ends once every output is acknowledged)
-        # and the offsets to commit after it.
-        self._inflight: collections.deque[tuple[asyncio.Task[None], Offsets]] = collections.deque()
+        # Each batch in flight: its shipping (done once every output is acknowledged) and the
+        # offsets to commit after it.
+        self._inflight: collections.deque[tuple[asyncio.Future[Any], Offsets]] = collections.deque()
         # The newest batch's main outputs are in the producer once this is done (order).
         self._mains_queued: asyncio.Future[None] | None = None
         self.consumer: AIOKafkaConsumer | None = None
@@ -431,15 +431,25 @@ class Sidecar:
 
     async def _submit(
         self, batch: dict[TopicPartition, list[ConsumerRecord]]
-    ) -> tuple[asyncio.Task[None], Offsets]:
-        """Route a batch and start shipping its outputs; return (the shipping task, offsets)."""
+    ) -> tuple[asyncio.Future[list[None]], Offsets]:
+        """Route a batch, handing its outputs to the producer every ``limits.handoff_every``
+        records; return (all its shipping, offsets)."""
         outputs: list[Output] = []
+        shipped: list[asyncio.Task[None]] = []
         offsets: Offsets = {}
         stats = self.stats
         sinks = self.sinks
+        every, routed = self.config.limits.handoff_every, 0
         now = time.time()  # the reference for signed messages' ts window (ostracon.identity)
         for tp, records in batch.items():
             for record in records:
+                if routed == every:
+                    # Let the outputs so far leave (the producer's sender runs meanwhile).
+                    # State events and reloads may be applied here: still between records.
+                    shipped.append(self._ship(outputs))
+                    outputs, routed = [], 0
+                    await asyncio.sleep(0)
+                routed += 1
                 source = f"{tp.topic}/{tp.partition}/{record.offset}"
                 started = time.perf_counter()
                 try:
@@ -477,7 +487,8 @@ class Sidecar:
                 if self.on_outcome is not None:
                     self.on_outcome(outcome)
             offsets[tp] = records[-1].offset + 1
-        return self._ship(outputs), offsets
+        shipped.append(self._ship(outputs))
+        return asyncio.gather(*shipped), offsets
 
     def _ship(self, outputs: list[Output]) -> asyncio.Task[None]:
         """Produce a batch's outputs: side outputs first, main outputs once those are acked.
