@@ -131,7 +131,10 @@ class MonitorsConfig(_Section, frozen=True):
 
 
 class RulesConfig(_Section, frozen=True):
-    """Rule files (see ostracon.rules): files or directories of *.yaml, loaded in order."""
+    """Rule files (see ostracon.rules): files or directories of *.yaml, loaded in order.
+
+    A relative path in a config file is relative to that file's directory (as Prometheus
+    reads ``rule_files``), so a config works from any working directory."""
 
     paths: list[str] = []
     # Hot reload (see ostracon.reload): poll the files for changes and swap the new set in
@@ -430,7 +433,15 @@ def load_config(path: str | Path | None) -> Config:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(str(p), None, "", f"cannot read: {exc}") from None
-    return parse_config(text, str(p))
+    config = parse_config(text, str(p))
+    paths = config.rules.paths
+    if any(not os.path.isabs(rel) for rel in paths):
+        base = p.parent
+        rules = msgspec.structs.replace(
+            config.rules, paths=[os.path.normpath(base / rel) for rel in paths]
+        )
+        config = msgspec.structs.replace(config, rules=rules)
+    return config
 
 
 _PATH_RE = re.compile(r" - at `\$(?P<path>[^`]*)`$")

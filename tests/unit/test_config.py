@@ -96,3 +96,21 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
 def test_example_config_is_valid_and_lists_the_defaults() -> None:
     example = Path(__file__).parents[2] / "examples" / "ostracon.yaml"
     assert load_config(example) == Config()
+
+
+def test_relative_rule_paths_are_relative_to_the_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Like Prometheus' rule_files: the same config works from any working directory."""
+    conf = tmp_path / "etc" / "ostracon.yaml"
+    conf.parent.mkdir()
+    conf.write_text(f"rules:\n  paths: [rules/, ../packs/strict.yaml, {tmp_path}/abs.yaml]\n")
+    monkeypatch.chdir(tmp_path.parent)
+    cfg = load_config(conf)
+    assert cfg.rules.paths == [
+        str(tmp_path / "etc" / "rules"),
+        str(tmp_path / "packs" / "strict.yaml"),
+        str(tmp_path / "abs.yaml"),
+    ]
+    # Text without a file (parse_config) has no directory to be relative to.
+    assert parse_config("rules:\n  paths: [rules/]\n").rules.paths == ["rules/"]
