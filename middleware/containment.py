@@ -30,9 +30,10 @@ from typing import Protocol
 from . import risk
 from .claims import DEFAULT_EXTRACTORS, Extractor, extract_claims, make_claim
 from .config import ContainmentConfig
-from .core import Context, Stage
+from .core import Context, Stage, State
 from .decision import Alert, ClaimReport, Decision, Label, Recall, Severity, Verdict
 from .genealogy import Link
+from .store import Event, QuarantineResolved
 
 CONTAINED = (Verdict.HOLD, Verdict.QUARANTINE, Verdict.BLOCK)
 
@@ -276,6 +277,12 @@ class LineageStage(Stage):
             )
         if convicted:
             ctx.notes["convict"] = convicted
+
+    def apply_event(self, state: State, event: Event) -> list[Alert]:
+        """A released message is delivered from now on (``Genealogy.release``)."""
+        if isinstance(event, QuarantineResolved) and event.action == "release":
+            state.genealogy.release(event.conversation, event.message_id)
+        return []
 
     def observe(self, ctx: Context, decision: Decision) -> None:
         links: Sequence[Link] | None = ctx.notes.get("links")  # type: ignore[assignment]

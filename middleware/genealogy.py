@@ -369,6 +369,27 @@ class Genealogy:
             self.expire()
         return nodes
 
+    def release(self, conversation: str, message_id: str) -> bool:
+        """A held or quarantined message was released to its recipients after its decision
+        (by a human or a quorum gate): it is delivered from now on, so its recipients have
+        seen its claims (a repeat by one derives from it) and it may be evicted. It does not
+        become an independent source: a release lets the message through, it does not
+        ground what it says. Returns whether the message was known."""
+        lin = self.lineages.get(conversation)
+        msg = lin.messages.get(message_id) if lin is not None else None
+        if lin is None or msg is None or msg.delivered:
+            return False
+        msg.delivered = True
+        nodes = [lin.claims[c] for c in msg.claims if c in lin.claims]
+        for node in nodes:
+            node.delivered = True
+        readers = set(msg.recipients) if msg.recipients else lin.agents - {msg.sender}
+        if readers:
+            lin.talks.setdefault(msg.sender, set()).update(readers)
+        if nodes and not any(n.contradicts or n.tainted for n in nodes):
+            lin.protected -= 1  # held was its only reason to be kept
+        return True
+
     def evict(self, lin: Lineage, count: int) -> int:
         """Forget up to ``count`` of a conversation's oldest claims, in one batch.
 

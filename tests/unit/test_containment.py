@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 import pytest
@@ -13,6 +13,7 @@ from ostracon.decision import Decision, Label, Verdict
 from ostracon.envelope import Claim, Envelope, Kind, decode
 from ostracon.pipeline import build_core
 from ostracon.routing import H_VERDICT, Outcome, Route, header
+from ostracon.store import QuarantineResolved
 from ostracon.transport.memory import MemoryBus
 
 REVENUE_TRUE = Claim("q3 revenue", "8.1M USD")
@@ -519,3 +520,54 @@ def test_a_non_string_role_is_no_hub_role_and_no_crash() -> None:
     t = Team(policy="balanced")
     d = t.say("a", RUMOR, role=["summarizer"])  # meta is free JSON: a list is legal
     assert d.verdict is Verdict.DELIVER_TAGGED and d.claims[0].components["hub"] == 0.0
+
+
+def resolved(held: Decision, action: Literal["release", "deny"]) -> QuarantineResolved:
+    """A human's ruling on the held message m-1 of conversation c (a state event)."""
+    return QuarantineResolved(
+        id=f"e-{action}",
+        at=1.0,
+        by="human:ops",
+        why="reviewed",
+        decision_id=held.id,
+        conversation="c",
+        message_id="m-1",
+        action=action,
+    )
+
+
+def test_a_released_message_is_delivered_in_the_genealogy_from_then_on() -> None:
+    """A human (or a quorum gate) releases a held message: its recipients have now read it,
+    so a recipient's repeat derives from it instead of counting as an independent root."""
+    t = Team(policy="strict")
+    held = t.say("a", RUMOR, recipients=["b"], model_family="gpt")
+    assert held.verdict is Verdict.HOLD
+    lin = t.core.state.genealogy.lineage("c")
+    assert lin is not None
+    protected = lin.protected
+    assert not lin.messages["m-1"].delivered and not lin.messages["m-1"].visible_to("b")
+
+    event = resolved(held, "release")
+    assert t.core.apply(event) == []
+    msg = lin.messages["m-1"]
+    assert msg.delivered and msg.visible_to("b")
+    assert all(lin.claims[c].delivered for c in msg.claims)
+    assert "b" in lin.talks["a"] and lin.protected == protected - 1
+    t.core.apply(event)  # applied once by id: nothing counted twice
+    assert lin.protected == protected - 1
+
+    repeat = t.say("b", RUMOR, parents=["m-1"], model_family="llama")
+    (claim,) = repeat.claims
+    assert claim.depth == 1 and claim.origins == ["c:m-1#0"]  # derives from a's
+    # A release grounds nothing and makes no independent source of the held root.
+    assert claim.label is Label.YELLOW and claim.support == 0
+
+
+def test_a_denied_message_stays_undelivered_in_the_genealogy() -> None:
+    t = Team(policy="strict")
+    held = t.say("a", RUMOR, recipients=["b"], model_family="gpt")
+    t.core.apply(resolved(held, "deny"))
+    lin = t.core.state.genealogy.lineage("c")
+    assert lin is not None and not lin.messages["m-1"].delivered
+    repeat = t.say("b", RUMOR, parents=["m-1"], model_family="llama")
+    assert repeat.claims[0].depth == 0  # b never read a's message: its claim is its own root
