@@ -5,8 +5,9 @@ Delivery is at-least-once. Each poll takes at most ``limits.max_batch`` records 
 are committed only after every output it produced is acknowledged. A crash between the acks
 and the commit re-reads the batch, and the dedupe window (refilled on start from the output
 topics' ``ostracon-dedupe-key`` headers) drops what was already written, so each input lands
-downstream once. Side outputs (alerts, recalls, votes, state events) are acknowledged before
-the main output that marks their input as done, so a crash cannot lose them (they may repeat).
+downstream once. Side outputs (alerts, recalls, feedback, votes, state events) are
+acknowledged before the main output that marks their input as done, so a crash cannot lose
+them (they may repeat); see ``Sidecar._ship``.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from ..logs import get_logger
 from ..reload import RulesReloader
 from ..routing import (
     H_DEDUPE,
+    H_RELEASED,
     H_SOURCE,
     HEADER_PREFIX,
     Outcome,
@@ -60,8 +62,9 @@ log = get_logger("ostracon.sidecar")
 
 Offsets = dict[TopicPartition, int]
 Sent = list[tuple[Output, "asyncio.Future[object]"]]  # outputs and their acks
-# Outputs that carry the input's dedupe key; every other route is a side output.
-MAIN_ROUTES = frozenset({Route.DELIVERED, Route.QUARANTINE, Route.DEAD_LETTER})
+# Routes of records for agents and reviewers; the one carrying its input's dedupe key is the
+# input's main output, any other (feedback, a released copy) is a side output.
+RECORD_ROUTES = frozenset({Route.DELIVERED, Route.QUARANTINE, Route.DEAD_LETTER})
 
 TOPIC_EXISTS = 36
 
@@ -164,6 +167,30 @@ async def read_dedupe_keys(
     return older + [k for keys in per_tp.values() for k in keys[-newest:]]
 
 
+class _Group:
+    """Outputs handed to the producer together, by tier (see ``Sidecar._ship``)."""
+
+    __slots__ = ("after_previous", "empty", "mains", "released", "sides")
+
+    def __init__(self, after_previous: bool = False) -> None:
+        self.released: list[Output] = []  # held records let through (before their event)
+        self.sides: list[Output] = []  # alerts, recalls, votes, state events, feedback
+        self.mains: list[Output] = []  # each carrying its own input's dedupe key
+        self.after_previous = after_previous  # wait until the previous group is acknowledged
+        self.empty = True
+
+    def add(self, out: Output, key: str) -> None:
+        self.empty = False
+        if out.route not in RECORD_ROUTES:
+            self.sides.append(out)
+        elif header(out.headers, H_DEDUPE) == key:
+            self.mains.append(out)
+        elif header(out.headers, H_RELEASED) is not None:
+            self.released.append(out)
+        else:
+            self.sides.append(out)
+
+
 class CachingPartitioner:
     """Kafka's default key partitioning (murmur2, as the Java client) with a memo per key.
 
@@ -261,8 +288,10 @@ class Sidecar:
         # Each batch in flight: its shipping (done once every output is acknowledged) and the
         # offsets to commit after it.
         self._inflight: collections.deque[tuple[asyncio.Future[Any], Offsets]] = collections.deque()
-        # The newest batch's main outputs are in the producer once this is done (order).
+        # The newest group's main outputs are in the producer once this is done (order), and
+        # the newest group's shipping (done once all its outputs are acknowledged).
         self._mains_queued: asyncio.Future[None] | None = None
+        self._last_ship: asyncio.Task[None] | None = None
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self.state_reader: StateReader | None = None  # set by start()
@@ -413,11 +442,13 @@ class Sidecar:
             "invalid-header", f"record batch unreadable from offset {bad} (a header key?): {exc}"
         )
         async with self._lock:
-            outputs: list[Output] = []
+            group = _Group()
             for offset in range(bad, end):
                 source = f"{tp.topic}/{tp.partition}/{offset}"
-                outputs.extend(self.router.dead_letter(error, b"", None, (), source).outputs)
-            self._inflight.append((self._ship(outputs), {tp: end}))
+                outcome = self.router.dead_letter(error, b"", None, (), source)
+                for out in outcome.outputs:
+                    group.add(out, outcome.key)
+            self._inflight.append((self._ship(group), {tp: end}))
             self.stats.consumed += end - bad
             self.stats.dead_letter_reasons[error.code] += end - bad
         consumer.seek(tp, end)
@@ -434,7 +465,7 @@ class Sidecar:
     ) -> tuple[asyncio.Future[list[None]], Offsets]:
         """Route a batch, handing its outputs to the producer every ``limits.handoff_every``
         records; return (all its shipping, offsets)."""
-        outputs: list[Output] = []
+        group = _Group()
         shipped: list[asyncio.Task[None]] = []
         offsets: Offsets = {}
         stats = self.stats
@@ -446,8 +477,8 @@ class Sidecar:
                 if routed == every:
                     # Let the outputs so far leave (the producer's sender runs meanwhile).
                     # State events and reloads may be applied here: still between records.
-                    shipped.append(self._ship(outputs))
-                    outputs, routed = [], 0
+                    shipped.append(self._ship(group))
+                    group, routed = _Group(), 0
                     await asyncio.sleep(0)
                 routed += 1
                 source = f"{tp.topic}/{tp.partition}/{record.offset}"
@@ -469,8 +500,14 @@ class Sidecar:
                 if outcome.duplicate:
                     stats.duplicates += 1
                     log.debug("duplicate dropped", key=outcome.key, source=source)
+                decision = outcome.decision
+                if decision is not None and decision.recalls and not group.empty:
+                    # A recall follows what it recalls, which may be in this group: ship the
+                    # group, and the recall's once it is acknowledged.
+                    shipped.append(self._ship(group))
+                    group = _Group(after_previous=True)
                 for out in outcome.outputs:
-                    outputs.append(out)
+                    group.add(out, outcome.key)
                     stats.routed[out.route] += 1
                 if outcome.decision is not None:
                     stats.verdicts[outcome.decision.verdict] += 1
@@ -487,40 +524,49 @@ class Sidecar:
                 if self.on_outcome is not None:
                     self.on_outcome(outcome)
             offsets[tp] = records[-1].offset + 1
-        shipped.append(self._ship(outputs))
+        shipped.append(self._ship(group))
         return asyncio.gather(*shipped), offsets
 
-    def _ship(self, outputs: list[Output]) -> asyncio.Task[None]:
-        """Produce a batch's outputs: side outputs first, main outputs once those are acked.
+    def _ship(self, group: _Group) -> asyncio.Task[None]:
+        """Produce a group's outputs: released copies, then the other side outputs, then the
+        main outputs, each tier once the one before is acknowledged.
 
-        A main output (delivered, quarantine, dead letter) carries the input's dedupe key:
-        once it is written, a re-read of the input after a crash is a duplicate and decides
-        nothing again. So the alerts, recalls, votes and state events the input caused must
-        be on the broker before it is, or a SIGKILL in between would lose them for good.
-        Main outputs keep the order of their inputs across batches.
+        A main output (delivered, quarantined, dead-lettered) carries its input's dedupe
+        key: once it is written, a re-read of the input after a crash is a duplicate and
+        decides nothing again. So the alerts, recalls, votes, feedback and state events the
+        input caused must be on the broker before it is, or a SIGKILL in between would lose
+        them for good. A quorum's released copy goes before its ``QuarantineResolved`` event,
+        which says it was delivered. Main outputs keep their inputs' order across groups
+        while nothing fails (a failure stops the sidecar before the offsets are committed:
+        the inputs are decided again).
         """
-        sides = [out for out in outputs if out.route not in MAIN_ROUTES]
-        mains = [out for out in outputs if out.route in MAIN_ROUTES]
         before, queued = self._mains_queued, asyncio.get_running_loop().create_future()
         self._mains_queued = queued
-        return asyncio.create_task(self._ship_in_order(sides, mains, before, queued))
+        previous = self._last_ship if group.after_previous else None
+        task = asyncio.create_task(self._ship_in_order(group, previous, before, queued))
+        # A task cancelled before it ran never reaches its ``finally``: release the next one.
+        task.add_done_callback(lambda _: _release(queued))
+        self._last_ship = task
+        return task
 
     async def _ship_in_order(
         self,
-        sides: list[Output],
-        mains: list[Output],
+        group: _Group,
+        previous: asyncio.Task[None] | None,
         before: asyncio.Future[None] | None,
         queued: asyncio.Future[None],
     ) -> None:
         try:
-            if sides:
-                await self._acknowledged([(out, await self._send(out)) for out in sides])
+            if previous is not None:
+                await asyncio.wait([previous])  # its failure is reported by its own batch
+            for tier in (group.released, group.sides):
+                if tier:
+                    await self._acknowledged([(out, await self._send(out)) for out in tier])
             if before is not None:
                 await before
-            sent = [(out, await self._send(out)) for out in mains]
+            sent = [(out, await self._send(out)) for out in group.mains]
         finally:
-            if not queued.done():
-                queued.set_result(None)
+            _release(queued)
         await self._acknowledged(sent)
 
     async def _acknowledged(self, sent: Sent) -> None:
@@ -585,7 +631,10 @@ class Sidecar:
             written = {key for key, _ in keys}
             again: Sent = []
             for out in failed:
-                if header(out.headers, H_DEDUPE) not in written:
+                # (a released copy carries its held record's key, which is on the quarantine
+                # topic: the key says nothing about the copy, so it is always sent again)
+                key = header(out.headers, H_DEDUPE)
+                if key not in written or header(out.headers, H_RELEASED) is not None:
                     again.append((out, await self._send(out)))
             if again:
                 await asyncio.wait([f for _, f in again])
@@ -655,6 +704,11 @@ class Sidecar:
         if self.sinks is not None:
             await self.sinks.close()
         log.info("sidecar stopped", **self.stats.as_dict())
+
+
+def _release(queued: asyncio.Future[None]) -> None:
+    if not queued.done():
+        queued.set_result(None)
 
 
 def _transient(exc: KafkaError) -> bool:
