@@ -388,6 +388,7 @@ class Genealogy:
             lin.talks.setdefault(msg.sender, set()).update(readers)
         if nodes and not any(n.contradicts or n.tainted for n in nodes):
             lin.protected -= 1  # held was its only reason to be kept
+            lin.next_evict = 0  # its claims can make room now
         return True
 
     def evict(self, lin: Lineage, count: int) -> int:
