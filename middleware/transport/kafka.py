@@ -172,11 +172,11 @@ class _Group:
 
     __slots__ = ("after_previous", "empty", "mains", "released", "sides")
 
-    def __init__(self, after_previous: bool = False) -> None:
+    def __init__(self) -> None:
         self.released: list[Output] = []  # held records let through (before their event)
         self.sides: list[Output] = []  # alerts, recalls, votes, state events, feedback
         self.mains: list[Output] = []  # each carrying its own input's dedupe key
-        self.after_previous = after_previous  # wait until the previous group is acknowledged
+        self.after_previous = False  # wait until the previous group is acknowledged
         self.empty = True
 
     def add(self, out: Output, key: str) -> None:
@@ -501,11 +501,13 @@ class Sidecar:
                     stats.duplicates += 1
                     log.debug("duplicate dropped", key=outcome.key, source=source)
                 decision = outcome.decision
-                if decision is not None and decision.recalls and not group.empty:
-                    # A recall follows what it recalls, which may be in this group: ship the
-                    # group, and the recall's once it is acknowledged.
-                    shipped.append(self._ship(group))
-                    group = _Group(after_previous=True)
+                if decision is not None and decision.recalls:
+                    # A recall follows what it recalls, which may be in this group or the
+                    # one just shipped: its group waits until the one before is acknowledged.
+                    if not group.empty:
+                        shipped.append(self._ship(group))
+                        group = _Group()
+                    group.after_previous = True
                 for out in outcome.outputs:
                     group.add(out, outcome.key)
                     stats.routed[out.route] += 1

@@ -117,3 +117,25 @@ def test_a_group_cancelled_before_it_ran_does_not_stall_the_next() -> None:
         await asyncio.wait_for(two, 1)
 
     asyncio.run(scenario())
+
+
+def test_a_recall_waits_until_the_group_before_it_is_acknowledged() -> None:
+    async def scenario() -> None:
+        sidecar = Sidecar(Config(), "127.0.0.1:1")
+        producer = Producer()
+        sidecar._send = producer.send  # type: ignore[method-assign]
+        first, second = _Group(), _Group()
+        recalled = Output(Route.DELIVERED, b"c", b"{}", [("ostracon-dedupe-key", b"a")])
+        first.add(recalled, "a")
+        second.after_previous = True  # what Sidecar._submit sets for a message with a recall
+        second.add(Output(Route.RECALLS, b"c", b"{}", []), "b")
+        one, two = sidecar._ship(first), sidecar._ship(second)
+        await settle()
+        assert [o for o, _ in producer.sent] == [recalled]  # not the recall yet
+        producer.ack_all()
+        await settle()
+        assert [o.route for o, _ in producer.sent[1:]] == [Route.RECALLS]
+        producer.ack_all()
+        await asyncio.gather(one, two)
+
+    asyncio.run(scenario())
