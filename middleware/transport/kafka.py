@@ -170,17 +170,19 @@ async def read_dedupe_keys(
 class _Group:
     """Outputs handed to the producer together, by tier (see ``Sidecar._ship``)."""
 
-    __slots__ = ("after_previous", "empty", "mains", "released", "sides")
+    __slots__ = ("after_previous", "mains", "released", "sides")
 
     def __init__(self) -> None:
         self.released: list[Output] = []  # held records let through (before their event)
         self.sides: list[Output] = []  # alerts, recalls, votes, state events, feedback
         self.mains: list[Output] = []  # each carrying its own input's dedupe key
         self.after_previous = False  # wait until the previous group is acknowledged
-        self.empty = True
+
+    @property
+    def empty(self) -> bool:
+        return not (self.released or self.sides or self.mains)
 
     def add(self, out: Output, key: str) -> None:
-        self.empty = False
         if out.route not in RECORD_ROUTES:
             self.sides.append(out)
         elif header(out.headers, H_DEDUPE) == key:
@@ -511,8 +513,8 @@ class Sidecar:
                 for out in outcome.outputs:
                     group.add(out, outcome.key)
                     stats.routed[out.route] += 1
-                if outcome.decision is not None:
-                    stats.verdicts[outcome.decision.verdict] += 1
+                if decision is not None:
+                    stats.verdicts[decision.verdict] += 1
                 elif outcome.error is not None and not outcome.duplicate:
                     stats.dead_letter_reasons[outcome.error.code] += 1
                     log.warning(
@@ -578,14 +580,9 @@ class Sidecar:
         if not sent:
             return
         await asyncio.wait([f for _, f in sent])
-        for _, ack in sent:
-            error = None if ack.cancelled() else ack.exception()
-            if isinstance(error, KafkaError) and _transient(error):
-                continue
-            if error is not None:
-                raise error
-        if any(ack.cancelled() or ack.exception() is not None for _, ack in sent):
-            await self._resend(sent)
+        failed = _unacknowledged(sent)
+        if failed:
+            await self._resend(failed)
 
     async def _settle(self, keep: int) -> None:
         """Commit finished batches in order, waiting on the oldest until ``keep`` remain.
@@ -609,16 +606,14 @@ class Sidecar:
             # Partitions moved meanwhile: the new owner re-reads them and dedupe absorbs it.
             log.warning("commit skipped after rebalance", error=str(exc))
 
-    async def _resend(self, sent: Sent) -> None:
-        """Send the outputs whose acks failed again, with backoff, until all are acknowledged.
+    async def _resend(self, failed: list[Output]) -> None:
+        """Send outputs whose acks failed again, with backoff, until all are acknowledged.
 
         Stopping instead would only hand the batch to a restart, after the same wait. The
         broker may have written some before their acks were lost: records whose dedupe key is
         already at the tail of the output topics are not sent again. Side outputs (no key)
         may repeat, and a re-sent output lands after later ones (docs/guarantees.md).
         """
-        await asyncio.wait([f for _, f in sent])
-        failed = [out for out, f in sent if f.cancelled() or f.exception() is not None]
         limits, pause = self.config.limits, 0.5
         while failed:
             log.warning("broker did not acknowledge; sending again", outputs=len(failed))
@@ -640,13 +635,7 @@ class Sidecar:
                     again.append((out, await self._send(out)))
             if again:
                 await asyncio.wait([f for _, f in again])
-            failed = []
-            for out, ack in again:
-                error = None if ack.cancelled() else ack.exception()
-                if ack.cancelled() or (isinstance(error, KafkaError) and _transient(error)):
-                    failed.append(out)
-                elif error is not None:
-                    raise error
+            failed = _unacknowledged(again)
         log.info("broker acknowledged the outputs sent again")
 
     async def _send(self, out: Output) -> asyncio.Future[object]:
@@ -706,6 +695,19 @@ class Sidecar:
         if self.sinks is not None:
             await self.sinks.close()
         log.info("sidecar stopped", **self.stats.as_dict())
+
+
+def _unacknowledged(sent: Sent) -> list[Output]:
+    """The outputs of ``sent`` (all acks settled) that the broker did not acknowledge in
+    time, to send again; any other produce failure raises."""
+    failed = []
+    for out, ack in sent:
+        error = None if ack.cancelled() else ack.exception()
+        if ack.cancelled() or (isinstance(error, KafkaError) and _transient(error)):
+            failed.append(out)
+        elif error is not None:
+            raise error
+    return failed
 
 
 def _release(queued: asyncio.Future[None]) -> None:
