@@ -21,7 +21,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import networkx as nx
@@ -146,6 +146,10 @@ class Lineage:
     last_add: int = 0  # Genealogy's message count at this conversation's latest message
     # held, blocked, Red or convicted claims: such a lineage is never evicted
     protected: int = 0
+
+    def readers(self, sender: str, recipients: Collection[str]) -> set[str]:
+        """Who a delivered message reaches: its recipients, or everyone else here."""
+        return set(recipients) if recipients else self.agents - {sender}
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,7 +312,7 @@ class Genealogy:
                 lin.dependents.setdefault(pmsg.sender, set()).add(env.sender)
         lin.agents.add(env.sender)
         lin.agents.update(env.recipients)
-        readers = set(env.recipients) if env.recipients else lin.agents - {env.sender}
+        readers = lin.readers(env.sender, env.recipients)
         if delivered and readers:
             lin.talks.setdefault(env.sender, set()).update(readers)
         nodes = []
@@ -383,7 +387,7 @@ class Genealogy:
         nodes = [lin.claims[c] for c in msg.claims if c in lin.claims]
         for node in nodes:
             node.delivered = True
-        readers = set(msg.recipients) if msg.recipients else lin.agents - {msg.sender}
+        readers = lin.readers(msg.sender, msg.recipients)
         if readers:
             lin.talks.setdefault(msg.sender, set()).update(readers)
         if nodes and not any(n.contradicts or n.tainted for n in nodes):
