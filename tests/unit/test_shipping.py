@@ -66,6 +66,13 @@ class Producer:
                 ack.set_result(None)
 
 
+def shipping() -> tuple[Sidecar, Producer]:
+    """A sidecar that is never started (no broker needed), sending to the stand-in."""
+    sidecar, producer = Sidecar(Config(), "127.0.0.1:1"), Producer()
+    sidecar._send = producer.send  # type: ignore[method-assign]
+    return sidecar, producer
+
+
 async def settle() -> None:
     for _ in range(10):
         await asyncio.sleep(0)
@@ -73,9 +80,7 @@ async def settle() -> None:
 
 def test_each_tier_waits_for_the_acks_of_the_one_before_and_mains_keep_order() -> None:
     async def scenario() -> None:
-        sidecar = Sidecar(Config(), "127.0.0.1:1")  # never started: no broker needed
-        producer = Producer()
-        sidecar._send = producer.send  # type: ignore[method-assign]
+        sidecar, producer = shipping()
         outputs, key = blocked_outcome()
         copy = released(b"{}", b"c", [], by="quorum")
         first, second = _Group(), _Group()
@@ -102,9 +107,7 @@ def test_each_tier_waits_for_the_acks_of_the_one_before_and_mains_keep_order() -
 
 def test_a_group_cancelled_before_it_ran_does_not_stall_the_next() -> None:
     async def scenario() -> None:
-        sidecar = Sidecar(Config(), "127.0.0.1:1")
-        producer = Producer()
-        sidecar._send = producer.send  # type: ignore[method-assign]
+        sidecar, producer = shipping()
         first, second = _Group(), _Group()
         first.add(Output(Route.DELIVERED, b"c", b"{}", [("ostracon-dedupe-key", b"a")]), "a")
         second.add(Output(Route.DELIVERED, b"c", b"{}", [("ostracon-dedupe-key", b"b")]), "b")
@@ -121,9 +124,7 @@ def test_a_group_cancelled_before_it_ran_does_not_stall_the_next() -> None:
 
 def test_a_recall_waits_until_the_group_before_it_is_acknowledged() -> None:
     async def scenario() -> None:
-        sidecar = Sidecar(Config(), "127.0.0.1:1")
-        producer = Producer()
-        sidecar._send = producer.send  # type: ignore[method-assign]
+        sidecar, producer = shipping()
         first, second = _Group(), _Group()
         recalled = Output(Route.DELIVERED, b"c", b"{}", [("ostracon-dedupe-key", b"a")])
         first.add(recalled, "a")
