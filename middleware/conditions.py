@@ -228,6 +228,7 @@ class Condition:
         "fields",
         "fn",
         "guards",
+        "node",
         "record_guards",
         "text",
         "text_tests",
@@ -246,8 +247,10 @@ class Condition:
         record_guards: Sequence[RecordGuard] = (),
         thresholds: Sequence[Threshold] = (),
         text_tests: Sequence[TextTest] = (),
+        node: _Node | None = None,
     ) -> None:
         self.text = text
+        self.node = node  # the parsed syntax tree (ostracon.codegen compiles it again)
         self.fn = fn
         self.fields = fields
         self._parts = tuple(parts)
@@ -805,7 +808,8 @@ _COLL = (list, tuple, set, frozenset)
 
 
 def _dig(base: Fn, keys: Sequence[str]) -> Fn:
-    """Getter for base(...)[k1][k2]... where a missing level gives None."""
+    """Getter for base(...)[k1][k2]... where a missing level gives None. The getter's
+    ``dig`` attribute is ``(base, keys)`` (ostracon.codegen writes the lookups inline)."""
     if len(keys) == 1:
         k = keys[0]
 
@@ -815,6 +819,7 @@ def _dig(base: Fn, keys: Sequence[str]) -> Fn:
                 return d.get(k)
             return _get_slow(d, k)
 
+        dig1.dig = (base, (k,))  # type: ignore[attr-defined]
         return dig1
     ks = tuple(keys)
 
@@ -824,6 +829,7 @@ def _dig(base: Fn, keys: Sequence[str]) -> Fn:
             d = d.get(k) if d.__class__ is dict else _get_slow(d, k)
         return d
 
+    dig.dig = (base, ks)  # type: ignore[attr-defined]
     return dig
 
 
@@ -1588,6 +1594,7 @@ class Compiler:
             record_guards,
             thresholds,
             text_tests,
+            node,
         )
 
     def check_macros(self) -> None:
@@ -1694,8 +1701,12 @@ class Compiler:
             return self._quant(node, scope)
         raise AssertionError(node)  # pragma: no cover
 
-    def _boolop(self, node: _BoolOp, scope: _Scope) -> _C:
-        # flatten (a and b) and c: the operators are associative, one closure is faster
+    def _operands(self, node: _BoolOp) -> list[_Node]:
+        """Its operands in evaluation order: nested ones of the same operator flattened
+        ((a and b) and c: the operators are associative, one closure is faster), cheapest
+        first. Operands have no side effects and never raise, so the result does not depend
+        on their order: a field test before a regex before a loop over the claims. The sort
+        is stable: equal costs keep the written order."""
         flat: list[_Node] = []
         todo = list(node.operands)
         while todo:
@@ -1704,13 +1715,11 @@ class Compiler:
                 todo[:0] = n.operands
             else:
                 flat.append(n)
+        return [flat[i] for i in _order([self._cost(n) for n in flat])]
+
+    def _boolop(self, node: _BoolOp, scope: _Scope) -> _C:
+        flat = self._operands(node)
         cs = [self._c(n, scope) for n in flat]
-        # Operands have no side effects and never raise, so the result does not depend on
-        # their order: evaluate the cheapest first (a field test before a regex before a
-        # loop over the claims). The sort is stable: equal costs keep the written order.
-        order = _order([self._cost(n) for n in flat])
-        flat = [flat[i] for i in order]
-        cs = [cs[i] for i in order]
         fns = [self._bool_fn(c, n) for c, n in zip(cs, flat, strict=True)]
         specs = [_spec(c) for c in cs]
         fields = frozenset().union(*(c.fields for c in cs))
@@ -1949,6 +1958,12 @@ class Compiler:
                 quant = left
         if quant is None:
             return None
+        return self._quant_guard(quant)
+
+    def _quant_guard(self, quant: _Quant) -> RecordGuard | None:
+        """(collection, field, values) when the quantifier's body has a conjunct ``c.f ==
+        k`` (or ``in``, or a bare bool ``c.f``) over a facts-level records field: no record
+        without ``f`` in ``values`` satisfies the body."""
         found = _resolve(self.schema, quant.coll.segs)
         if found is None or found[1] or found[0].type is not Type.RECORDS:
             return None

@@ -53,6 +53,7 @@ import msgspec
 import yaml
 
 from . import __version__
+from .codegen import Entry, program
 from .conditions import (
     _ORDER,
     Compiler,
@@ -61,6 +62,7 @@ from .conditions import (
     Field,
     Schema,
     Type,
+    _dig,
     _is_num,
     _resolve,
     conjoin,
@@ -337,18 +339,20 @@ _CLAIM = {
 }
 
 SCHEMA: Schema = {
-    "id": Field(Type.STR, lambda f: f.env.id, "message id"),
-    "sender": Field(Type.STR, lambda f: f.env.sender, "sending agent"),
-    "kind": Field(Type.STR, lambda f: f.env.kind, "chat, tool_call, tool_result, ..."),
-    "conversation": Field(Type.STR, lambda f: f.env.conversation, "conversation id"),
-    "content": Field(Type.STR, lambda f: f.env.content, "message text"),
-    "recipients": Field(Type.LIST, lambda f: f.env.recipients, "addressed agents"),
-    "parents": Field(Type.LIST, lambda f: f.env.parents, "message ids it answers"),
-    "meta.*": Field(Type.ANY, lambda f: f.env.meta, "the envelope's meta object"),
-    "claims": Field(Type.RECORDS, lambda f: f.ctx.claims, "the message's claims", _CLAIM),
+    "id": Field(Type.STR, operator.attrgetter("env.id"), "message id"),
+    "sender": Field(Type.STR, operator.attrgetter("env.sender"), "sending agent"),
+    "kind": Field(Type.STR, operator.attrgetter("env.kind"), "chat, tool_call, tool_result, ..."),
+    "conversation": Field(Type.STR, operator.attrgetter("env.conversation"), "conversation id"),
+    "content": Field(Type.STR, operator.attrgetter("env.content"), "message text"),
+    "recipients": Field(Type.LIST, operator.attrgetter("env.recipients"), "addressed agents"),
+    "parents": Field(Type.LIST, operator.attrgetter("env.parents"), "message ids it answers"),
+    "meta.*": Field(Type.ANY, operator.attrgetter("env.meta"), "the envelope's meta object"),
+    "claims": Field(
+        Type.RECORDS, operator.attrgetter("ctx.claims"), "the message's claims", _CLAIM
+    ),
     "labels": Field(Type.LIST, _labels, "distinct labels of its claims"),
     "disputed": Field(Type.LIST, _disputed, "its claim keys other agents hold otherwise"),
-    "risk.score": Field(Type.NUM, lambda f: f.ctx.risk, "riskiest claim's score"),
+    "risk.score": Field(Type.NUM, operator.attrgetter("ctx.risk"), "riskiest claim's score"),
     **{
         f"risk.components.{name}": Field(Type.NUM, _component(name), f"max {name} component")
         for name in ("ungrounded", "contradiction", "reach", "depth", "hub", "reputation")
@@ -360,12 +364,10 @@ SCHEMA: Schema = {
         Type.LIST, _origin_kinds, "kinds of the messages its claims started from"
     ),
     "conversation.r": Field(Type.NUM, _conversation_r, "latest cascade early warning R"),
-    "sender.role": Field(
-        Type.ANY, lambda f: f.env.meta.get("role") if f.env.meta else None, "meta.role"
-    ),
+    "sender.role": Field(Type.ANY, _dig(operator.attrgetter("env.meta"), ["role"]), "meta.role"),
     "sender.model_family": Field(
         Type.ANY,
-        lambda f: f.env.meta.get("model_family") if f.env.meta else None,
+        _dig(operator.attrgetter("env.meta"), ["model_family"]),
         "meta.model_family",
     ),
     "sender.hub": Field(Type.BOOL, lambda f: bool(f.ctx.notes.get("hub")), "observed or role hub"),
@@ -379,7 +381,9 @@ SCHEMA: Schema = {
         "distinct accusers against it (ostracon.byzantine)",
     ),
     "sender.rate": Field(Type.NUM, lambda f: f.rate, "its messages in the rate window"),
-    "verdict": Field(Type.STR, lambda f: f.ctx.verdict, "verdict of the stages before rules"),
+    "verdict": Field(
+        Type.STR, operator.attrgetter("ctx.verdict"), "verdict of the stages before rules"
+    ),
 }
 
 _TEMPLATE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.]*)\}")
@@ -424,6 +428,7 @@ class RuleSet:
     macros: dict[str, str] = field(default_factory=dict)
     lists: dict[str, list[Any]] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
+    compiler: Compiler | None = None  # what compiled the conditions (ostracon.codegen reads it)
 
     @property
     def enabled(self) -> list[Rule]:
@@ -587,7 +592,9 @@ def load_rules(paths: Iterable[str | Path]) -> RuleSet:
             ) from None
     compiled = [_compile(name, merged[name], rules[name], compiler) for name in rules]
     compiled.sort(key=lambda r: (-r.priority, r.name))
-    return RuleSet(compiled, {k: v[0] for k, v in macros.items()}, lists, [str(f) for f in files])
+    return RuleSet(
+        compiled, {k: v[0] for k, v in macros.items()}, lists, [str(f) for f in files], compiler
+    )
 
 
 def _problem(exc: ConditionError) -> str:
@@ -1306,6 +1313,26 @@ class _Index:
             self._lists[mask] = found
         return found
 
+    def base(self, facts: Facts) -> int | None:
+        """The rules the key's values leave for this message (a mask; see candidates), or
+        None when the key cannot be used (an unhashable value: evaluate all in full)."""
+        key = self._key(facts)
+        self._lookups += 1
+        try:
+            hit = self._cache.get(key)
+        except TypeError:
+            return None
+        if hit is None:
+            hit = self._fill(key, facts)
+            if hit is None:
+                return None
+        return hit[0]
+
+    def known(self, bit: int) -> bool:
+        """Whether the key decides rule ``bit``'s exceptions (base() leaves it out when
+        exempt)."""
+        return self._entries[bit][1]
+
     def _fill(self, key: tuple[Any, ...], facts: Facts) -> _Entry | None:
         for i in self._text_parts:
             if key[i] is not None and not isinstance(key[i], str):
@@ -1518,6 +1545,27 @@ class RulesStage(Stage):
         )
         plan = [_Plan.of(r) for r in self.rules]
         self._plan, self._index = plan, (_Index.build(plan) if self.indexed else None)
+        self._program: Callable[..., list[_Plan]] | None = None
+        self._program_fields: tuple[str, ...] = ()
+        self._keyed: _Index | None = None
+        self._generate()
+
+    def _generate(self) -> None:
+        """The rule set as one generated function (ostracon.codegen), given the index's key:
+        the index's mask decides the conjuncts and exceptions that read only key fields."""
+        compiler = self.ruleset.compiler
+        if not self.indexed or compiler is None:
+            return
+        index = self._index if self._index is not None and self._index.fields else None
+        self._keyed = index  # the index whose mask the program takes, if any
+        entries = []
+        for bit, p in enumerate(self._plan):
+            known = index is not None and index.known(bit)
+            exempt = p.rule.exempt if p.rule.exceptions and not known else None
+            entries.append(Entry(p.rule.condition, p, exempt, 1 << bit))
+        keyed = frozenset(index.fields) if index is not None else frozenset()
+        self._program = program(compiler, entries, keyed)
+        self._program_fields = index.fields if index is not None else ()
 
     def facts(self, ctx: Context) -> Facts:
         """What the rules see of this message (the rate window is counted only when used)."""
@@ -1533,13 +1581,24 @@ class RulesStage(Stage):
 
     def run(self, ctx: Context) -> None:
         facts = self.facts(ctx)
-        index = self._index
-        cands = self._plan if index is None else index.candidates(facts)
-        # Hot loop: one call per candidate rule that does not fire, nothing allocated for
-        # it; exempt() only for a true condition of a rule with exceptions left to check.
-        fired = [
-            p for p in cands if p.fn(facts) and (not p.exceptions or p.rule.exempt(facts) is None)
-        ]
+        program, index = self._program, self._keyed
+        mask = None if index is None or program is None else index.base(facts)
+        if program is not None and (index is None or mask is not None):
+            if index is not None and index.fields is not self._program_fields:
+                self._generate()  # the index dropped a key field: regenerate for the new key
+                program = self._program
+                assert program is not None
+            fired = program(facts) if index is None else program(facts, mask)
+        else:  # no generated function, or a key the index cannot use: the closures
+            index = self._index
+            cands = self._plan if index is None else index.candidates(facts)
+            # Hot loop: one call per candidate rule that does not fire, nothing allocated for
+            # it; exempt() only for a true condition of a rule with exceptions left to check.
+            fired = [
+                p
+                for p in cands
+                if p.fn(facts) and (not p.exceptions or p.rule.exempt(facts) is None)
+            ]
         if not fired:
             return
         rules, trail, add_alert = ctx.rules, ctx.trail, ctx.alert

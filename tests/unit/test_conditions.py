@@ -1,4 +1,8 @@
-"""The rule condition language: parsing, typing, compiled semantics, errors, explain, safety."""
+"""The rule condition language: parsing, typing, compiled semantics, errors, explain, safety.
+
+Every condition these tests compile and call runs twice: as its closures and as the one
+function ``ostracon.codegen.program`` builds from its syntax tree; the two must agree (see
+``compile_condition`` below)."""
 
 from __future__ import annotations
 
@@ -13,14 +17,42 @@ from typing import Any
 import pytest
 
 from ostracon import conditions
+from ostracon.codegen import Entry, program
 from ostracon.conditions import (
     Compiler,
     Condition,
     ConditionError,
     Field,
     Type,
-    compile_condition,
 )
+
+
+class _Both(Condition):
+    """A compiled condition whose calls also run the generated function and compare."""
+
+    __slots__ = ("_program",)
+
+    def __call__(self, facts: Any) -> bool:
+        out = self.fn(facts)
+        generated = bool(self._program(facts))
+        assert generated is out, f"{self.text!r}: closures {out!r}, generated code {generated!r}"
+        return out
+
+
+def compile_condition(
+    text: str,
+    schema: Any,
+    macros: Any = MappingProxyType({}),
+    lists: Any = MappingProxyType({}),
+) -> Condition:
+    """conditions.compile_condition, checked against ostracon.codegen on every call."""
+    compiler = Compiler(schema, macros, lists)
+    cond = compiler.compile(text)
+    both = _Both.__new__(_Both)
+    for name in Condition.__slots__:
+        setattr(both, name, getattr(cond, name))
+    both._program = program(compiler, [Entry(cond, True)])
+    return both
 
 
 def _key(name: str) -> Callable[[Any], Any]:
@@ -494,7 +526,17 @@ def test_fused_and_or_shapes(names: list[str]) -> None:
         assert either(f) is any(truth), (texts, truth)
 
 
-def test_short_circuit() -> None:
+def _evaluate(schema: Any, text: str, f: Any, generated: bool) -> bool:
+    """``text`` over ``f`` by its closures alone, or by the generated function alone."""
+    compiler = Compiler(schema)
+    cond = compiler.compile(text)
+    if generated:
+        return bool(program(compiler, [Entry(cond, True)])(f))
+    return cond.fn(f)
+
+
+@pytest.mark.parametrize("generated", [False, True], ids=["closures", "generated"])
+def test_short_circuit(generated: bool) -> None:
     calls: list[str] = []
 
     def spy(name: str) -> Field:
@@ -506,17 +548,25 @@ def test_short_circuit() -> None:
 
     schema = {"a": spy("a"), "b": spy("b"), "c": spy("c")}
     f = {"a": "1", "b": "2", "c": "3"}
-    assert not compile_condition('a == "x" and b == "2"', schema)(f)
+
+    def run(text: str) -> bool:
+        return _evaluate(schema, text, f, generated)
+
+    assert not run('a == "x" and b == "2"')
     assert calls == ["a"]
     calls.clear()
-    assert compile_condition('a == "1" or b == "x"', schema)(f)
+    assert run('a == "1" or b == "x"')
     assert calls == ["a"]
     calls.clear()
-    assert compile_condition('a == "x" or b == "x" or c == "3"', schema)(f)
+    assert run('a == "x" or b == "x" or c == "3"')
     assert calls == ["a", "b", "c"]
     calls.clear()
-    assert not compile_condition('a == "x" and (b == "2" or c == "3")', schema)(f)
+    assert not run('a == "x" and (b == "2" or c == "3")')
     assert calls == ["a"]
+    calls.clear()
+    assert run('a == "1" and a != "x" and (a == "1" or b == "x")')
+    # generated code reads a field once per call, however often the condition uses it
+    assert calls == (["a"] if generated else ["a", "a", "a"])
 
 
 def test_negated_membership_and_nested_same_op() -> None:
@@ -1157,6 +1207,8 @@ def test_fused_closures_agree_with_plain_ones(seed: int, monkeypatch: pytest.Mon
     plain = _plain_compiler(monkeypatch)
     good = [_random_facts(r, True) for _ in range(40)]
     bad = [_random_facts(r, False) for _ in range(20)]
+    # all of them as one generated function too: memos shared between conditions
+    generated = program(fast, [Entry(c, i) for i, (_, c) in enumerate(compiled)])
     for t, c in compiled:
         ref = plain.compile(t)
         for f in good:
@@ -1164,6 +1216,10 @@ def test_fused_closures_agree_with_plain_ones(seed: int, monkeypatch: pytest.Mon
             assert got is want, (t, f)
         for f in bad:  # out of contract: no exception, a bool
             assert c(f) in (True, False) and ref(f) in (True, False)
+    for f in good:
+        assert generated(f) == [i for i, (_, c) in enumerate(compiled) if c.fn(f)], f
+    for f in bad:
+        generated(f)  # out of contract: no exception
 
 
 # -- structure for the rules index: guards, conjuncts, operand order, shared closures ---------
@@ -1204,7 +1260,8 @@ def test_guards_conjuncts_and_record_guards() -> None:
 TRUSTED = {"trusted": ["alice", "carol"]}
 
 
-def test_operands_run_cheapest_first() -> None:
+@pytest.mark.parametrize("generated", [False, True], ids=["closures", "generated"])
+def test_operands_run_cheapest_first(generated: bool) -> None:
     calls: list[str] = []
 
     def spy(name: str, t: Type = Type.STR) -> Field:
@@ -1222,11 +1279,14 @@ def test_operands_run_cheapest_first() -> None:
         ),
     }
     f = {"a": "1", "b": "2", "xs": [{"v": 1}, {"v": 2}]}
-    cond = compile_condition('xs.any(x, x.v > 5) and b matches "^3" and a == "x"', schema)
-    assert not cond(f)
+
+    def run(text: str) -> bool:
+        return _evaluate(schema, text, f, generated)
+
+    assert not run('xs.any(x, x.v > 5) and b matches "^3" and a == "x"')
     assert calls == ["a"]  # the comparison first, the regex next, the loop last
     calls.clear()
-    assert compile_condition('xs.any(x, x.v > 1) or a == "1"', schema)(f)
+    assert run('xs.any(x, x.v > 1) or a == "1"')
     assert calls == ["a"]
 
 
