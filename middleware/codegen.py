@@ -598,12 +598,15 @@ class Entry(NamedTuple):
     """One condition of a :func:`program`."""
 
     condition: Condition
-    payload: Any  # what the program returns when the condition holds
+    payload: Any = None  # what the program lists when the condition holds (without then)
     exempt: Callable[[Any], Any] | None = None  # a match counts only when this gives None
     # With a mask (see program): the entry's bit in it. The caller has evaluated the entry's
     # and-operands that read only ``keyed`` fields (and its exemptions, if exempt is None)
     # and cleared the bit when one was false.
     bit: int = 0
+    # What runs when it holds, instead of listing the payload (the names it uses are the
+    # program's parameters, prologue locals and ``names``)
+    then: Sequence[ast.stmt] | None = None
 
 
 def program(
@@ -611,52 +614,68 @@ def program(
     entries: Sequence[Entry],
     keyed: frozenset[str] = frozenset(),
     name: str = "rules",
-) -> Callable[..., list[Any]]:
-    """One function ``(facts[, mask]) -> [payload, ..]``: the payloads of the entries whose
-    condition holds and whose ``exempt(facts)`` (when given) is None, in entry order.
+    *,
+    params: Sequence[str] = (),
+    prologue: Sequence[ast.stmt] = (),
+    result: ast.expr | None = None,
+    names: dict[str, Any] | None = None,
+) -> Callable[..., Any]:
+    """One function ``(facts[, mask], *params)`` evaluating every entry's condition, in
+    entry order; by default it returns the payloads of the entries whose condition holds
+    and whose ``exempt(facts)`` (when given) is None.
 
     With ``keyed`` fields the function takes a mask as well (see :class:`Entry`): an entry
     whose bit is clear is skipped, and of the others only the operands reading something
     beyond ``keyed`` are evaluated (as ``ostracon.rules`` indexes its rules by key fields).
+    An entry's ``then`` (else: list its payload in ``fired``) runs when it holds; the
+    function runs ``prologue`` first and returns ``result`` (else ``fired``); ``names`` are
+    globals those statements read (names starting with ``r_`` never clash with generated
+    ones).
 
-    Each entry's code runs in a ``try``: should it raise (a value of a type its getter does
-    not promise: an unhashable item in ``in``, a string ordered against a number), the entry
-    is decided by its closures instead, which say false there. A memo is set only once its
-    code has completed, so a later entry never reads half of one."""
+    Each condition's code runs in a ``try``: should it raise (a value of a type its getter
+    does not promise: an unhashable item in ``in``, a string ordered against a number), the
+    entry is decided by its closures instead, which say false there. A memo is set only once
+    its code has completed, so a later entry never reads half of one. ``then`` runs outside
+    the ``try``: what it raises reaches the caller."""
     first = _Gen(compiler)
     _body(first, entries, keyed)  # to count where each field is read
     gen = _Gen(compiler, first)
     rules = _body(gen, entries, keyed)
-    body = [*gen.entry, _assign("fired", ast.List([], ast.Load())), *rules]
-    body.append(ast.Return(_load("fired")))
+    fired = _assign("fired", ast.List([], ast.Load()))
+    body = [*gen.entry, fired, *prologue, *rules, ast.Return(result or _load("fired"))]
     if gen.lazy:
         body.insert(0, ast.Assign([_store(n) for n in gen.lazy], _load("U")))
     # (U as a keyword default: a local, not a global, in the many "not read yet" tests)
-    params = [ast.arg("f"), ast.arg("mask")] if keyed else [ast.arg("f")]
-    args = ast.arguments([], params, None, [ast.arg("U")], [_load("U")], None, [])
-    fn = ast.FunctionDef(name, args, body, [], None, None)
+    args = [ast.arg(a) for a in ("f", *(("mask",) if keyed else ()), *params)]
+    arguments = ast.arguments([], args, None, [ast.arg("U")], [_load("U")], None, [])
+    fn = ast.FunctionDef(name, arguments, body, [], None, None)
     module = ast.fix_missing_locations(ast.Module([fn], []))
-    ns = dict(gen.ns)
+    ns = {**gen.ns, **(names or {})}
     exec(compile(module, f"<ostracon {name}>", "exec"), ns)
     return ns[name]  # type: ignore[no-any-return]
 
 
 def _body(gen: _Gen, entries: Sequence[Entry], keyed: frozenset[str]) -> list[ast.stmt]:
     out: list[ast.stmt] = []
-    for cond, payload, exempt, bit in entries:
-        add: ast.stmt = ast.Expr(
-            _call(ast.Attribute(_load("fired"), "append", ast.Load()), gen.bind(payload, "p"))
-        )
+    for cond, payload, exempt, bit, then in entries:
+        if then is None:
+            fire = ast.Attribute(_load("fired"), "append", ast.Load())
+            then = [ast.Expr(_call(fire, gen.bind(payload, "p")))]
         if exempt is not None:
             ok = _is(_call(gen.bind(exempt, "x"), _load("f")), ast.Constant(None))
-            add = ast.If(ok, [add], [])
-        closure: ast.stmt = ast.If(_call(gen.bind(cond.fn, "k"), _load("f")), [add], [])
-        code: list[ast.stmt] = [closure]
+            then = [ast.If(ok, list(then), [])]
+        closure = _call(gen.bind(cond.fn, "k"), _load("f"))
+        code: list[ast.stmt] = [ast.If(closure, list(then), [])]
         if cond.node is not None:
+            hit = gen.fresh("h")
             try:
-                code = gen.test(cond.node, [add], keyed)
-                handler = ast.ExceptHandler(_load("Exception"), None, [closure])
-                code = [ast.Try(code, [handler], [], [])]
+                test = gen.test(cond.node, [_assign(hit, ast.Constant(True))], keyed)
+                handler = ast.ExceptHandler(_load("Exception"), None, [_assign(hit, closure)])
+                code = [
+                    _assign(hit, ast.Constant(False)),
+                    ast.Try(test, [handler], [], []),
+                    ast.If(_load(hit), list(then), []),
+                ]
             except RecursionError:  # pragma: no cover - deeper than the language allows
                 pass
         if keyed:

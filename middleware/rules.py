@@ -38,8 +38,10 @@ Every error names the file, line (and column inside a condition) and the field.
 
 from __future__ import annotations
 
+import ast
 import bisect
 import enum
+import functools
 import operator
 import re
 from collections import Counter, deque
@@ -1519,6 +1521,101 @@ def _record_feature(coll: Field, rel: int, tables: dict[str, dict[Any, int]]) ->
     return rel, 1, keep, 0
 
 
+def _name(n: str) -> ast.Name:
+    return ast.Name(n, ast.Load())
+
+
+def _set(n: str, value: ast.expr) -> ast.Assign:
+    return ast.Assign([ast.Name(n, ast.Store())], value)
+
+
+def _attr(n: str, *attrs: str) -> ast.expr:
+    out: ast.expr = _name(n)
+    for a in attrs:
+        out = ast.Attribute(out, a, ast.Load())
+    return out
+
+
+def _do(fn: ast.expr, *args: ast.expr) -> ast.Expr:
+    return ast.Expr(ast.Call(fn, list(args), []))
+
+
+def _firing(
+    stage: RulesStage, p: _Plan, bit: int, names: dict[str, Any], summaries: dict[str, str]
+) -> list[ast.stmt]:
+    """What the generated function does when rule ``p`` fires: RulesStage._fire's loop body
+    written out for this rule, its constants bound (``names``: the function's globals). Its
+    locals come from the prologue (RulesStage._generate): ``r_rules``/``r_trail``/
+    ``r_alerts`` (the context's lists' append), ``r_best``/``r_rank`` (the winner so far) and
+    one per alert summary that does not name the rule (rendered once per message)."""
+    out: list[ast.stmt] = [_do(_name("r_rules"), ast.Constant(p.stage))]
+    if p.static is not None:
+        _, outcome, rank, win = p.static
+        names[f"r_out{bit}"] = outcome
+        out.append(_do(_name("r_trail"), _name(f"r_out{bit}")))
+        if rank is not None:  # winner(): the highest (priority, severity), the first of equals
+            names[f"r_win{bit}"] = win
+            better: ast.expr = ast.Compare(ast.Constant(rank), [ast.Gt()], [_name("r_rank")])
+            keep: list[ast.stmt] = [
+                _set("r_best", _name(f"r_win{bit}")),
+                _set("r_rank", ast.Constant(rank)),
+            ]
+            out.append(ast.If(better, keep, []))
+    else:  # a rate limit: what it proposes depends on the sender's rate
+        names[f"r_rate{bit}"] = functools.partial(stage._rate_outcome, p=p)
+        st = ast.Call(_name(f"r_rate{bit}"), [], [ast.keyword("ctx", _name("r_ctx"))])
+        part = [ast.Subscript(_name("r_st"), ast.Constant(i), ast.Load()) for i in range(4)]
+        out += [_set("r_st", st), _do(_name("r_trail"), part[1]), _set("r_k", part[2])]
+        better = ast.BoolOp(
+            ast.And(),
+            [
+                ast.Compare(_name("r_k"), [ast.IsNot()], [ast.Constant(None)]),
+                ast.Compare(_name("r_k"), [ast.Gt()], [_name("r_rank")]),
+            ],
+        )
+        out.append(ast.If(better, [_set("r_best", part[3]), _set("r_rank", _name("r_k"))], []))
+    if p.alert is not None:
+        kind, severity, _, rule = p.alert
+        names[f"r_sev{bit}"] = severity
+        # the summary as _summary renders it: the text around {rule} does not depend on the
+        # rule, so each piece is rendered once per message, for every rule that has it
+        assert p.rule.actions.alert is not None
+        parts: list[ast.expr] = []
+        for i, seg in enumerate(p.rule.actions.alert.summary.split("{rule}")):
+            if i:
+                parts.append(ast.Constant(rule))
+            if len(_pieces(seg)) == 1:
+                parts.append(ast.Constant(_pieces(seg)[0][0]))
+                continue
+            local = summaries.get(seg)
+            if local is None:
+                local = summaries[seg] = f"r_text{len(summaries)}"
+                names[local + "_render"] = _renderer(seg, "")
+            is_none = ast.Compare(_name(local), [ast.Is()], [ast.Constant(None)])
+            render = ast.Call(_name(local + "_render"), [_name("f")], [])
+            out.append(ast.If(is_none, [_set(local, render)], []))
+            parts.append(_name(local))
+        parts = [x for x in parts if not (isinstance(x, ast.Constant) and x.value == "")]
+        text: ast.expr = parts[0] if parts else ast.Constant("")
+        for x in parts[1:]:
+            text = ast.BinOp(text, ast.Add(), x)
+        env = [_attr("r_env", a) for a in ("conversation", "sender", "id")]
+        fields = [
+            ast.Constant(kind),
+            _name(f"r_sev{bit}"),
+            text,
+            env[0],
+            ast.List([env[1]], ast.Load()),
+            ast.List([env[2]], ast.Load()),
+            ast.List([ast.Constant(rule)], ast.Load()),
+        ]
+        out.append(_do(_name("r_alerts"), ast.Call(_name("r_Alert"), fields, [])))
+    if p.accuse is not None:
+        names[f"r_accuse{bit}"] = functools.partial(stage._accuse, plan=p)
+        out.append(_do(_name(f"r_accuse{bit}"), _name("r_ctx"), _name("f")))
+    return out
+
+
 class RulesStage(Stage):
     """Evaluates the rule set on every message; see the module docstring for conflicts."""
 
@@ -1545,7 +1642,7 @@ class RulesStage(Stage):
         )
         plan = [_Plan.of(r) for r in self.rules]
         self._plan, self._index = plan, (_Index.build(plan) if self.indexed else None)
-        self._program: Callable[..., list[_Plan]] | None = None
+        self._program: Callable[..., _Win | None] | None = None
         self._program_fields: tuple[str, ...] = ()
         self._keyed: _Index | None = None
         self._generate()
@@ -1558,14 +1655,38 @@ class RulesStage(Stage):
             return
         index = self._index if self._index is not None and self._index.fields else None
         self._keyed = index  # the index whose mask the program takes, if any
+        names: dict[str, Any] = {"r_Alert": Alert}
+        summaries: dict[str, str] = {}  # template -> the local holding it for the message
         entries = []
         for bit, p in enumerate(self._plan):
             known = index is not None and index.known(bit)
             exempt = p.rule.exempt if p.rule.exceptions and not known else None
-            entries.append(Entry(p.rule.condition, p, exempt, 1 << bit))
+            then = _firing(self, p, bit, names, summaries)
+            entries.append(Entry(p.rule.condition, p, exempt, 1 << bit, then))
         keyed = frozenset(index.fields) if index is not None else frozenset()
-        self._program = program(compiler, entries, keyed)
+        ctx = ast.Attribute(_name("f"), "ctx", ast.Load())
+        prologue: list[ast.stmt] = [
+            _set("r_ctx", ctx),
+            _set("r_env", ast.Attribute(_name("f"), "env", ast.Load())),
+            *(_set(f"r_{a}", _attr("r_ctx", a, "append")) for a in ("rules", "trail", "alerts")),
+            _set("r_best", ast.Constant(None)),
+            _set("r_rank", ast.Constant(float("-inf"))),
+            *(_set(local, ast.Constant(None)) for local in summaries.values()),
+        ]
+        self._program = program(
+            compiler, entries, keyed, prologue=prologue, result=_name("r_best"), names=names
+        )
         self._program_fields = index.fields if index is not None else ()
+
+    def _rate_outcome(self, ctx: Context, p: _Plan) -> _Outcome:
+        """What a rule with a rate limit proposes for this message."""
+        assert p.rate is not None
+        window, most, below, over = p.rate
+        # (fewer messages in the window than the limit: no need to count them)
+        seen = ctx.state.rates.get(ctx.envelope.sender)
+        if seen is None or len(seen) < most:
+            return below
+        return over if self._count(ctx, window) >= most else below
 
     def facts(self, ctx: Context) -> Facts:
         """What the rules see of this message (the rate window is counted only when used)."""
@@ -1588,7 +1709,8 @@ class RulesStage(Stage):
                 self._generate()  # the index dropped a key field: regenerate for the new key
                 program = self._program
                 assert program is not None
-            fired = program(facts) if index is None else program(facts, mask)
+            # the generated function records what fires (see _firing) and gives the winner
+            best = program(facts) if index is None else program(facts, mask)
         else:  # no generated function, or a key the index cannot use: the closures
             index = self._index
             cands = self._plan if index is None else index.candidates(facts)
@@ -1599,22 +1721,18 @@ class RulesStage(Stage):
                 for p in cands
                 if p.fn(facts) and (not p.exceptions or p.rule.exempt(facts) is None)
             ]
-        if not fired:
-            return
-        rules, trail, add_alert = ctx.rules, ctx.trail, ctx.alert
+            best = self._fire(ctx, facts, fired) if fired else None
+        if best is not None:
+            self._apply(ctx, facts, best)
+
+    def _fire(self, ctx: Context, facts: Facts, fired: list[_Plan]) -> _Win | None:
+        """Record the rules that fired (in order) and their alerts and accusations; the
+        winning proposal. (The generated function does the same inline: _firing.)"""
+        rules, trail, add_alert = ctx.rules, ctx.trail, ctx.alerts.append
         best: _Win | None = None
         best_rank: int | None = None
         for p in fired:
-            static = p.static
-            if static is None:  # a rate limit: what it proposes depends on the sender's rate
-                assert p.rate is not None
-                window, most, below, over = p.rate
-                # (fewer messages in the window than the limit: no need to count them)
-                seen = ctx.state.rates.get(ctx.envelope.sender)
-                if seen is None or len(seen) < most:
-                    static = below
-                else:
-                    static = over if self._count(ctx, window) >= most else below
+            static = p.static if p.static is not None else self._rate_outcome(ctx, p)
             _, outcome, rank, win = static
             rules.append(p.stage)
             trail.append(outcome)
@@ -1639,8 +1757,7 @@ class RulesStage(Stage):
                     )
                 if p.accuse is not None:
                     self._accuse(ctx, facts, p)
-        if best is not None:
-            self._apply(ctx, facts, best)
+        return best
 
     def _apply(self, ctx: Context, facts: Facts, win: _Win) -> None:
         """The winning proposal's effects on the message."""
@@ -1684,7 +1801,9 @@ class RulesStage(Stage):
         if not seen:
             return 0
         now = ctx.envelope.ts or 0.0
-        return len([t for t in seen if now - t < window])
+        # seen is sorted (observe keeps it so): those with now - t < window are a suffix,
+        # found by bisection on t - now (== -(now - t) exactly: the same comparison)
+        return len(seen) - bisect.bisect_right(seen, -window, key=lambda t: t - now)
 
     def _accuse(self, ctx: Context, facts: Facts, plan: _Plan) -> None:
         env = ctx.envelope
@@ -1708,7 +1827,12 @@ class RulesStage(Stage):
             # reloaded rule set raises a limit, or the count could never reach it.
             seen = ctx.state.rates[env.sender] = deque(seen or (), maxlen=self.depth)
         now = env.ts or 0.0
-        seen.append(now)
+        if not seen or now >= seen[-1]:
+            seen.append(now)
+        else:  # an earlier time than the latest: kept sorted for _count's bisection
+            if len(seen) == seen.maxlen:
+                seen.popleft()  # (the earliest time goes, as append would drop it)
+            bisect.insort(seen, now)
         while seen and now - seen[0] >= self.window:
             seen.popleft()
 

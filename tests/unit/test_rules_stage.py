@@ -6,14 +6,16 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import hypothesis
 import pytest
+from hypothesis import strategies as st
 
 from ostracon.config import Config, RulesConfig
 from ostracon.core import Context, State
 from ostracon.decision import ClaimReport, Label
 from ostracon.envelope import Envelope, Kind
 from ostracon.pipeline import build_core
-from ostracon.rules import _TEMPLATE, SCHEMA, Facts, RulesStage, render
+from ostracon.rules import _TEMPLATE, SCHEMA, Facts, RuleSet, RulesStage, render
 
 
 def claim(key: str, label: Label, depth: int, support: int, reach: float) -> ClaimReport:
@@ -168,3 +170,27 @@ def test_fired_rules_share_frozen_trail_entries_and_rate_rules_do_not(tmp_path: 
     assert [a.summary for d in out for a in d.alerts] == ["tag-chat on m-0", "tag-chat on m-1"]
     (stage,) = [s for s in core.stages if isinstance(s, RulesStage)]
     assert [p.static is None for p in stage._plan] == [True, False]  # by priority, then name
+
+
+@hypothesis.settings(max_examples=200, deadline=None)
+@hypothesis.given(
+    times=st.lists(st.integers(0, 400).map(lambda t: t / 4), min_size=1, max_size=40),
+    window=st.sampled_from([1.0, 2.5, 10.0, 60.0]),
+)
+def test_the_rate_window_is_kept_sorted_and_counted_by_bisection(
+    times: list[float], window: float
+) -> None:
+    """Messages in any time order: the kept window stays sorted, at most ``depth`` long, and
+    the bisection counts what a scan of it counts (times less than ``window`` ago)."""
+    stage = RulesStage(RuleSet())
+    stage.window, stage.depth, stage.rate_rules = window, 6, [None]  # type: ignore[list-item]
+    state = State()
+    for t in times:
+        env = Envelope(id="m", conversation="c", sender="s", kind=Kind.CHAT, content="", ts=t)
+        ctx = Context(env, state)
+        seen = state.rates.get("s")
+        scan = len([x for x in seen if t - x < window]) if seen else 0
+        assert stage._count(ctx, window) == scan
+        stage.observe(ctx, None)  # type: ignore[arg-type]
+        kept = list(state.rates["s"])
+        assert kept == sorted(kept) and len(kept) <= 6 and t in kept
