@@ -92,9 +92,9 @@ Conditions have no side effects and never raise, so ``and``/``or`` operands are 
 cheapest first (a field test before a function, a regex, then a loop over records; equal
 costs keep the written order) -- the result cannot differ. One :class:`Compiler` compiles an
 expression that several conditions share (``sender.role != "auditor"``, a macro) to the same
-closures, and gives each condition its top-level ``conjuncts``, ``guards``,
-``record_guards``, ``thresholds`` and ``text_tests`` so that a rule set can be indexed (see
-``ostracon.rules``).
+closures, and gives each condition its top-level ``conjuncts`` and ``guards`` so that a rule
+set can be indexed, and its syntax tree (``node``), which :mod:`ostracon.codegen` compiles
+again, with a rule set's other conditions, into one function (see ``ostracon.rules``).
 ``benchmarks/conditions.py`` measures 100 rules per message.
 """
 
@@ -178,11 +178,6 @@ class ConditionError(Exception):
 Guard = tuple[str, frozenset[Any]]
 RecordGuard = tuple[str, str, frozenset[Any]]
 Conjunct = tuple[frozenset[str], Callable[[Any], bool]]
-# (field, op, number, the conjunct): the conjunct is exactly ``field <op> number``
-Threshold = tuple[str, str, int | float, Callable[[Any], bool]]
-# (the conjunct, ((field, "" | "lower" | "upper", needle), ...)): the conjunct is exactly the
-# ``or`` of ``contains([lower|upper](field), "needle")`` over a str field
-TextTest = tuple[Callable[[Any], bool], tuple[tuple[str, str, str], ...]]
 
 
 class Condition:
@@ -204,21 +199,6 @@ class Condition:
         ``{True}``), where ``field`` is a facts-level field: the condition can be true only
         when the field's value equals one of ``values``. A necessary condition, never a
         sufficient one.
-    ``record_guards``
-        ``(collection, field, values)`` for each conjunct ``coll.any(c, c.field == const and
-        ..)`` (or ``in``, or a bare bool ``c.field``) or ``coll.count(c, ..) >= n`` with
-        ``n >= 1``, over a facts-level records field: the condition can be true only when some
-        record of the collection has its field equal to one of ``values``.
-    ``thresholds``
-        ``(field, op, number, fn)`` for each conjunct ``fn`` that is exactly ``field <op>
-        number`` (or ``number <op> field``, flipped) with ``op`` one of ``< <= > >=`` and
-        ``field`` a facts-level NUM or ANY field: a rule set can decide it for many rules with
-        one read of the field (see ``ostracon.rules``).
-    ``text_tests``
-        ``(fn, ((field, case, needle), ..))`` for each conjunct ``fn`` that is exactly
-        ``contains(field, "needle")`` (``case`` "") or ``contains(lower(field), "needle")``
-        (``case`` "lower"; "upper" likewise), or an ``or`` of such, over facts-level str
-        fields: true exactly when some needle is in its field (cased as said).
     """
 
     __slots__ = (
@@ -229,10 +209,7 @@ class Condition:
         "fn",
         "guards",
         "node",
-        "record_guards",
         "text",
-        "text_tests",
-        "thresholds",
     )
 
     def __init__(
@@ -244,9 +221,6 @@ class Condition:
         getters: Mapping[str, Fn] = _EMPTY,
         conjuncts: Sequence[Conjunct] | None = None,
         guards: Sequence[Guard] = (),
-        record_guards: Sequence[RecordGuard] = (),
-        thresholds: Sequence[Threshold] = (),
-        text_tests: Sequence[TextTest] = (),
         node: _Node | None = None,
     ) -> None:
         self.text = text
@@ -259,9 +233,6 @@ class Condition:
             ((fields, fn),) if conjuncts is None else tuple(conjuncts)
         )
         self.guards: tuple[Guard, ...] = tuple(guards)
-        self.record_guards: tuple[RecordGuard, ...] = tuple(record_guards)
-        self.thresholds: tuple[Threshold, ...] = tuple(thresholds)
-        self.text_tests: tuple[TextTest, ...] = tuple(text_tests)
 
     @property
     def getters(self) -> Mapping[str, Fn]:
@@ -1547,9 +1518,6 @@ class Compiler:
         parts: list[tuple[str, Callable[[Any], bool]]] = []
         conjuncts: list[Conjunct] | None = None
         guards: list[Guard] = []
-        record_guards: list[RecordGuard] = []
-        thresholds: list[Threshold] = []
-        text_tests: list[TextTest] = []
         saved = self._text, self._getters
         self._text, self._getters = text, {}
         try:
@@ -1567,20 +1535,6 @@ class Compiler:
                 guard = self._guard(op)
                 if guard is not None:
                     guards.append(guard)
-                exists = self._exists_guard(op)
-                if exists is not None:
-                    record_guards.append(exists)
-                th = self._threshold(op)
-                tt = self._text_tests(op) if th is None else None
-                if th is not None or tt:
-                    # the closure a conjunct of the condition is (a macro named alone may
-                    # compile to another one: then there is no such conjunct)
-                    ofn = self._bool_fn(self._c(op, _TOP), op)
-                    if any(ofn is f for _, f in conjuncts or ((c.fields, fn),)):
-                        if th is not None:
-                            thresholds.append((*th, ofn))
-                        elif tt:
-                            text_tests.append((ofn, tuple(tt)))
         finally:
             self._text, self._getters = saved
         return Condition(
@@ -1591,9 +1545,6 @@ class Compiler:
             getters,
             conjuncts,
             guards,
-            record_guards,
-            thresholds,
-            text_tests,
             node,
         )
 
@@ -1887,78 +1838,6 @@ class Compiler:
             assert isinstance(right, _Path)
             return f[0], frozenset(self.lists[right.segs[0]])
         return None
-
-    def _threshold(self, node: _Node) -> tuple[str, str, int | float] | None:
-        """(field, op, number) when ``node`` is ``field <op> number`` or ``number <op> field``
-        (flipped) for a facts-level NUM or ANY field and an ordering operator."""
-        body = self._macro_node(node)
-        if body is not None:
-            return self._threshold(body)
-        if not isinstance(node, _Cmp) or node.op not in ("<", "<=", ">", ">="):
-            return None
-        op, left, right = node.op, node.left, node.right
-        if isinstance(left, _Lit):
-            op, left, right = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}[op], right, left
-        n = right.value if isinstance(right, _Lit) else None
-        if not isinstance(n, (int, float)) or isinstance(n, bool) or n != n:
-            return None
-        f = self._facts_field(left)
-        if f is None or f[1] not in (Type.NUM, Type.ANY):
-            return None
-        return f[0], op, n
-
-    def _text_tests(self, node: _Node) -> list[tuple[str, str, str]] | None:
-        """((field, case, needle), ..) when ``node`` is ``contains([lower|upper](field),
-        "needle")`` over a facts-level str field, or an ``or`` of such."""
-        body = self._macro_node(node)
-        if body is not None:
-            return self._text_tests(body)
-        if isinstance(node, _BoolOp) and node.op == "or":
-            out: list[tuple[str, str, str]] = []
-            for op in node.operands:
-                found = self._text_tests(op)
-                if found is None:
-                    return None
-                out += found
-            return out
-        if not isinstance(node, _Call) or node.name != "contains" or len(node.args) != 2:
-            return None
-        x, y = node.args
-        if not isinstance(y, _Lit) or not isinstance(y.value, str):
-            return None
-        case = ""
-        if isinstance(x, _Call) and x.name in ("lower", "upper") and len(x.args) == 1:
-            case, x = x.name, x.args[0]
-        f = self._facts_field(x)
-        if f is None or f[1] is not Type.STR:
-            return None
-        return [(f[0], case, y.value)]
-
-    def _exists_guard(self, node: _Node) -> RecordGuard | None:
-        """``coll.any(c, c.f == k and ..)`` or ``coll.count(c, c.f == k and ..) >= n`` (n >= 1)
-        over a facts-level records field: true only if some record has ``f`` in ``{k}``."""
-        body = self._macro_node(node)
-        if body is not None:
-            return self._exists_guard(body)
-        quant: _Quant | None = None
-        if isinstance(node, _Quant) and node.kind == "any":
-            quant = node
-        elif isinstance(node, _Cmp) and node.op in ("<", "<=", ">", ">="):
-            op, left, right = node.op, node.left, node.right
-            if isinstance(left, _Lit):
-                op, left, right = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}[op], right, left
-            n = right.value if isinstance(right, _Lit) else None
-            if (
-                isinstance(left, _Quant)
-                and left.kind == "count"
-                and isinstance(n, (int, float))
-                and not isinstance(n, bool)
-                and ((op == ">=" and n > 0) or (op == ">" and n >= 0))
-            ):
-                quant = left
-        if quant is None:
-            return None
-        return self._quant_guard(quant)
 
     def _quant_guard(self, quant: _Quant) -> RecordGuard | None:
         """(collection, field, values) when the quantifier's body has a conjunct ``c.f ==

@@ -34,6 +34,13 @@ in the decision. Rules combine with the built-in stages like any stage: the most
 verdict wins, so a rule can tighten the built-in containment, never loosen it.
 
 Every error names the file, line (and column inside a condition) and the field.
+
+Evaluation: the rule set runs as one generated function (:mod:`ostracon.codegen`; each
+condition's closures stay the reference and the fallback), gated by an index on the fields
+most rules test (:class:`_Index`): per message it evaluates only what the rules its key
+leaves have beyond the key, and records what fires inline. ``benchmarks/rules.py`` measures
+it; ``RulesStage(index=False)`` evaluates every rule's closures instead (the tests compare
+the two).
 """
 
 from __future__ import annotations
@@ -57,7 +64,6 @@ import yaml
 from . import __version__
 from .codegen import Entry, program
 from .conditions import (
-    _ORDER,
     Compiler,
     Condition,
     ConditionError,
@@ -65,9 +71,7 @@ from .conditions import (
     Schema,
     Type,
     _dig,
-    _is_num,
     _resolve,
-    conjoin,
 )
 from .config import ConfigError, _locate, decode_yaml
 from .core import Context, Core, Stage, decide
@@ -912,7 +916,7 @@ class _Plan:
     )
 
     rule: Rule
-    fn: Callable[[Any], Any]  # rule.condition.fn (or what is left of it; see _Index)
+    fn: Callable[[Any], Any]  # rule.condition.fn
     exceptions: bool  # exempt() has something to check
     stage: str  # "rule:<name>"
     effects: bool  # an alert or accusation
@@ -949,14 +953,6 @@ class _Plan:
                 why = f"rate limit: over {limit.max} in {limit.window_s:g}s"
                 over = _outcome(rule, p.stage, lv, why)
             p.static, p.rate = None, (limit.window_s, limit.max, below, over)
-        return p
-
-    def but(self, fn: Callable[[Any], Any], exceptions: bool) -> _Plan:
-        """A copy evaluating ``fn`` instead of the condition."""
-        p = _Plan()
-        for name in _Plan.__slots__:
-            setattr(p, name, getattr(self, name))
-        p.fn, p.exceptions = fn, exceptions
         return p
 
 
@@ -1000,24 +996,12 @@ def _winning(rule: Rule, verdict: Verdict, reason: str) -> _Win:
     return f"rule {rule.name}: {reason}", verdict, tags, feedback, quorum
 
 
-def _always(f: Any) -> bool:
-    """The condition left of a rule once its index key holds: nothing."""
-    return True
-
-
-_DECIDE_MIN = 2  # rules testing one field before its thresholds / substrings are decided
 _INDEX_FIELDS = 6  # at most this many fields in an index key
 _INDEX_SIZE = 4096  # keys kept; a full cache is cleared (or, if it missed more than it hit,
 # the field with the most distinct values is dropped from the key)
 # Classes whose equal values satisfy the same conditions (a value's class is part of the key
 # unless the field is typed, so 1, 1.0 and True stay apart). Other values bypass the index.
 _KEY_CLASSES = (int, float, str, enum.Enum)
-
-
-def _typed(name: str) -> bool:
-    """Whether a field's values have its type (not ANY, no path into an ANY value)."""
-    found = _resolve(SCHEMA, name.split("."))
-    return found is not None and found[0].type is not Type.ANY and not found[1]
 
 
 def _key_part(get: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -1058,59 +1042,35 @@ def _key_fn(parts: list[Callable[[Any], Any]]) -> Callable[[Any], tuple[Any, ...
 
 
 class _Index:
-    """The rules a message can fire, found without evaluating most of the others (as Falco
-    indexes its rules by event type, and as a Rete network shares tests between rules).
+    """Which rules a message's *key* leaves, found once per key (as Falco indexes its rules
+    by event type): the generated function (ostracon.codegen) then evaluates only what the
+    others have beyond the key.
 
-    A rule is a bit of a mask (bit i: ``plans[i]``, in evaluation order). Four things
-    clear bits, each from a test the rule's condition cannot be true without:
-
-    1. **Key fields**: those the most rules guard (``sender == "x"``, ``kind in [..]``, a
-       bare bool field: :attr:`Condition.guards`), at most six, each guarded by two rules or
-       more. A rule's conjuncts (:attr:`Condition.conjuncts`) that read only key fields --
-       ``sender in watch_list``, ``startswith(sender, "ext-")``, a macro such as ``sender
-       not in trusted`` -- and its exceptions, when they read only key fields, depend on
-       nothing but the key's values: for each key seen they are evaluated once, on the first
-       message with that key, and the mask of the rules they leave (not false, not exempt) is
-       kept with the key.
-    2. **Record guards** (:attr:`Condition.record_guards`): ``claims.any(c, c.key == "churn"
-       and ..)`` cannot be true unless some claim has key ``churn``; one pass over the claims
-       clears the rules whose guards no claim meets.
-    3. **Shared conjuncts**: a conjunct that two rules or more evaluate first (the compiler
-       gives equal expressions the same closure: ``lower(meta.team) matches "^(ops|sre)$"``
-       written in four rules is one closure) is evaluated once, when two candidates or more
-       still have it; false clears them all, true leaves it out of what they evaluate.
-    4. **Decided conjuncts**, for rules the key cannot rule out (candidates on every
-       message): thresholds (:attr:`Condition.thresholds`: ``sender.reputation < 0.3``) on
-       a field two such rules or more test are decided with one read of the field and a
-       bisection per operator; substring tests (:attr:`Condition.text_tests`: ``contains(
-       lower(content), "token") or contains(content, "api key")``) with one ``lower`` of the
-       field and one ``in`` per distinct needle. Exact (the same value as the conjunct), so
-       the rules no longer evaluate them.
-
-    What is left are the *candidates*. Each is evaluated with what its condition has beyond
-    the key's, the decided and (when found true) the shared conjuncts (nothing: the rule
-    fires) and, unless the key settled them, its exceptions. Conditions are pure functions
-    of the facts, so the outcome is that of evaluating every rule in full
-    (``RulesStage(index=False)``, which the tests compare it with).
+    The key fields are those the most rules guard (``sender == "x"``, ``kind in [..]``, a
+    bare bool field: :attr:`Condition.guards`), at most six, each guarded by two rules or
+    more. A rule's conjuncts (:attr:`Condition.conjuncts`) that read only key fields --
+    ``sender in watch_list``, ``startswith(sender, "ext-")``, a macro such as ``sender not
+    in trusted`` -- and its exceptions, when they read only key fields, depend on nothing
+    but the key's values: for each key seen they are evaluated once, on the first message
+    with that key, and the mask of the rules they leave (bit i: ``plans[i]``; not false,
+    not exempt) is kept with the key. Conditions are pure functions of the facts, so the
+    outcome is that of evaluating every rule in full (``RulesStage(index=False)``, which
+    the tests compare it with).
 
     The key cache holds :data:`_INDEX_SIZE` keys. When it is full it is cleared; if it
     missed more than it hit since it was last cleared, the field with the most distinct
     values is first dropped from the key (a field like a message id would make every
     message a miss). A key with a value that is not hashable, or not a str / number / bool
-    / None / enum, bypasses the index: all rules are evaluated in full.
+    / None / enum, bypasses the index: every rule is evaluated in full.
     """
 
     __slots__ = (
         "_cache",
         "_class_parts",
         "_entries",
-        "_features",
         "_getters",
         "_key",
-        "_lists",
         "_lookups",
-        "_residual",
-        "_stripped",
         "_text_parts",
         "_texts",
         "fields",
@@ -1131,8 +1091,7 @@ class _Index:
 
     @classmethod
     def build(cls, plans: list[_Plan]) -> _Index | None:
-        """An index on the fields guarded by the most rules, or None if no field is worth it
-        and no threshold or substring test can be decided for many rules at once."""
+        """An index on the fields guarded by the most rules, or None if no field is worth it."""
         counts: Counter[str] = Counter()
         getters: dict[str, Any] = {}
         others: set[str] = set()  # fields guarded by a value that is not a string
@@ -1147,8 +1106,7 @@ class _Index:
         ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
         fields = [name for name, n in ranked if n >= 2][:_INDEX_FIELDS]
         texts = frozenset(counts) - others
-        decided = any(p.rule.condition.thresholds or p.rule.condition.text_tests for p in plans)
-        return cls(plans, fields, getters, texts) if fields or decided else None
+        return cls(plans, fields, getters, texts) if fields else None
 
     def _configure(self, fields: list[str]) -> None:
         self.fields = tuple(fields)
@@ -1170,172 +1128,32 @@ class _Index:
         self._key = _key_fn(parts)
         self._text_parts = tuple(texts)
         self._class_parts = tuple(classes)
-        # key -> (the rules its values leave, the tests that may clear more, their plans, bits)
-        self._cache: dict[tuple[Any, ...], _Entry] = {}
-        self._lists: dict[int, tuple[_Plan, ...]] = {}
+        self._cache: dict[tuple[Any, ...], int] = {}  # key -> the rules its values leave
         self._lookups = 0
         keyed = frozenset(fields)
-        # 4. conjuncts decided for many rules at once, and so left out of what they evaluate:
-        # thresholds (``sender.reputation < 0.5``), field -> [(op, number, bit)], and
-        # substring tests (``contains(lower(content), "token") or ..``), field -> (case,
-        # needle) -> the rules they satisfy. Only for rules the key cannot rule out (no
-        # conjunct on key fields: they are candidates for every message), and for a field
-        # two rules or more test (a feature per rule would cost what it saves).
-        decided: list[set[int]] = [set() for _ in self.plans]  # conjunct ids, per rule
-        limits: dict[str, list[tuple[str, float, int, int]]] = {}
-        needles: dict[str, list[tuple[str, str, int, int]]] = {}
-        for bit, p in enumerate(self.plans):
+        entries = []  # per rule: (its conjuncts on key fields, exceptions decided by the key)
+        for p in self.plans:
             cond = p.rule.condition
-            if any(names <= keyed for names, _ in cond.conjuncts):
-                continue
-            for name, op, n, fn in cond.thresholds:
-                if name in cond.getters:
-                    limits.setdefault(name, []).append((op, n, bit, id(fn)))
-            for fn, subs in cond.text_tests:
-                # one such conjunct per rule, over one field: its bit is set when a needle is
-                # found, so two of them (an ``and``) could not share it
-                if len({t[0] for t in subs}) == 1 and subs[0][0] in cond.getters:
-                    needles.setdefault(subs[0][0], []).extend(
-                        (case, needle, bit, id(fn)) for _, case, needle in subs
-                    )
-                    break
-        for name in list(limits):
-            if len({t[2] for t in limits[name]}) < _DECIDE_MIN:
-                del limits[name]
-        for name in list(needles):
-            if len({t[2] for t in needles[name]}) < _DECIDE_MIN:
-                del needles[name]
-        chosen = [(n, [(t[2], t[3]) for t in ts]) for n, ts in limits.items()]
-        chosen += [(n, [(t[2], t[3]) for t in ts]) for n, ts in needles.items()]
-        for name, bits_ids in chosen:
-            for bit, fid in bits_ids:
-                decided[bit].add(fid)
-                self._getters.setdefault(name, self.plans[bit].rule.condition.getters[name])
-        # 3. conjuncts (by identity) that two rules or more evaluate first (their cheapest
-        # outside the key: evaluating it once up front never evaluates what they would not)
-        uses: Counter[int] = Counter()
-        for bit, p in enumerate(self.plans):
-            first = [
-                fn
-                for names, fn in p.rule.condition.conjuncts
-                if not names <= keyed and id(fn) not in decided[bit]
-            ]
-            if first:
-                uses[id(first[0])] += 1
-        shared: dict[int, tuple[Callable[[Any], Any], int]] = {}
-        firsts: dict[int, tuple[int, list[Callable[[Any], bool]]]] = {}  # bit -> (id, rest)
-        # 2. record guards, by collection: (record field, value) -> the rules it satisfies
-        records: dict[str, tuple[int, dict[str, dict[Any, int]]]] = {}
-        entries, residual = [], []
-        for bit, p in enumerate(self.plans):
-            cond = p.rule.condition
-            tests: list[Callable[[Any], bool]] = []
-            rest: list[Callable[[Any], bool]] = []
-            for names, fn in cond.conjuncts:
-                if id(fn) not in decided[bit]:
-                    (rest if not names <= keyed else tests).append(fn)
-            if rest and uses[id(rest[0])] > 1:
-                fn = rest[0]
-                shared[id(fn)] = fn, (shared[id(fn)][1] if id(fn) in shared else 0) | 1 << bit
-                firsts[bit] = id(fn), rest[1:]
-            for coll, name, values in cond.record_guards:
-                field = SCHEMA.get(coll)
-                if field is None or field.record is None or name not in field.record:
-                    continue
-                rel, tables = records.get(coll, (0, {}))
-                table = tables.setdefault(name, {})
-                for v in values:
-                    table[v] = table.get(v, 0) | 1 << bit
-                records[coll] = rel | 1 << bit, tables
-            known = bool(p.rule.exceptions) and p.rule.exempt_fields <= keyed
-            entries.append((tuple(tests), known))
-            if tests or known or decided[bit]:
-                fn = p.fn
-                if tests or decided[bit]:  # what is left once the key's conjuncts hold
-                    fn = conjoin(rest) or _always
-                p = p.but(fn, exceptions=p.exceptions and not known)
-            residual.append(p)
+            tests = tuple(fn for names, fn in cond.conjuncts if names <= keyed)
+            entries.append((tests, bool(p.rule.exceptions) and p.rule.exempt_fields <= keyed))
         self._entries = tuple(entries)
-        self._residual = tuple(residual)
-        # A shared conjunct found true for a message flags the mask with a bit of its own
-        # (above the rules' bits): its rules are then evaluated without it.
-        flags = {fid: 1 << (len(self.plans) + j) for j, fid in enumerate(shared)}
-        stripped: list[tuple[int, _Plan] | None] = [None] * len(self.plans)
-        for bit, (fid, after) in firsts.items():
-            p = residual[bit]
-            stripped[bit] = flags[fid], p.but(conjoin(after) or _always, p.exceptions)
-        self._stripped = tuple(stripped)
-        # cheapest first: a feature whose rules are all cleared is skipped
-        features: list[_Feature] = [
-            _threshold_feature(self._getters[n], _typed(n), [(op, v, 1 << b) for op, v, b, _ in t])
-            for n, t in sorted(limits.items())
-        ]
-        features += [
-            _text_feature(self._getters[n], [(case, v, 1 << b) for case, v, b, _ in t])
-            for n, t in sorted(needles.items())
-        ]
-        features += [
-            _record_feature(SCHEMA[coll], rel, tables) for coll, (rel, tables) in records.items()
-        ]
-        features += [_shared_feature(fn, rel, flags[i]) for i, (fn, rel) in shared.items()]
-        self._features = tuple(features)
 
-    def candidates(self, facts: Facts) -> tuple[_Plan, ...]:
-        """The plans to evaluate for this message, in evaluation order."""
+    def mask(self, facts: Facts) -> int | None:
+        """The rules this message's key leaves (bit i: ``plans[i]``), or None when the key
+        cannot be used (evaluate every rule in full)."""
         key = self._key(facts)
         self._lookups += 1
         try:
             hit = self._cache.get(key)
         except TypeError:  # an unhashable value (a list in meta): no index for it
-            return self.plans
-        if hit is None:
-            hit = self._fill(key, facts)
-            if hit is None:
-                return self.plans
-        base, features, plans, bits, alts = hit
-        mask = base
-        for rel, least, keep, flag in features:
-            if (mask & rel).bit_count() >= least:
-                m = keep(facts)
-                # (every feature's mask keeps the flag bits; -1: nothing cleared)
-                mask = mask | flag if m == -1 else mask & m
-        if mask == base:
-            return plans
-        found = self._lists.get(mask)
-        if found is None:
-            found = tuple(
-                [
-                    alt[1] if alt is not None and mask & alt[0] else p
-                    for p, bit, alt in zip(plans, bits, alts, strict=True)
-                    if mask & bit
-                ]
-            )
-            if len(self._lists) >= _INDEX_SIZE:
-                self._lists.clear()
-            self._lists[mask] = found
-        return found
-
-    def base(self, facts: Facts) -> int | None:
-        """The rules the key's values leave for this message (a mask; see candidates), or
-        None when the key cannot be used (an unhashable value: evaluate all in full)."""
-        key = self._key(facts)
-        self._lookups += 1
-        try:
-            hit = self._cache.get(key)
-        except TypeError:
             return None
-        if hit is None:
-            hit = self._fill(key, facts)
-            if hit is None:
-                return None
-        return hit[0]
+        return hit if hit is not None else self._fill(key, facts)
 
     def known(self, bit: int) -> bool:
-        """Whether the key decides rule ``bit``'s exceptions (base() leaves it out when
-        exempt)."""
+        """Whether the key decides rule ``bit``'s exceptions (mask() clears it when exempt)."""
         return self._entries[bit][1]
 
-    def _fill(self, key: tuple[Any, ...], facts: Facts) -> _Entry | None:
+    def _fill(self, key: tuple[Any, ...], facts: Facts) -> int | None:
         for i in self._text_parts:
             if key[i] is not None and not isinstance(key[i], str):
                 return None
@@ -1351,15 +1169,6 @@ class _Index:
             else:
                 if not known or self.plans[bit].rule.exempt(facts) is None:
                     mask |= 1 << bit
-        features = tuple(f for f in self._features if (f[0] & mask).bit_count() >= f[1])
-        on = [bit for bit in range(len(self.plans)) if mask >> bit & 1]
-        found = (
-            mask,
-            features,
-            tuple(self._residual[b] for b in on),
-            tuple(1 << b for b in on),
-            tuple(self._stripped[b] for b in on),
-        )
         cache = self._cache
         if len(cache) >= _INDEX_SIZE:
             misses = len(cache)
@@ -1371,154 +1180,8 @@ class _Index:
                 return None  # this key was computed on the old fields: evaluate all rules
             cache.clear()
             self._lookups = 0
-        cache[key] = found
-        return found
-
-
-# (the rules a test can clear, how many of them must be candidates for it to run, the test:
-# facts -> a mask without the bits it clears, -1 for none; the flag bit set when it clears
-# none, or 0)
-_Feature = tuple[int, int, Callable[[Any], int], int]
-# (the rules the key leaves, the features that may clear more, the rules' plans and bits,
-# and (flag, the plan without its shared conjunct) for those with one)
-_Entry = tuple[
-    int,
-    tuple[_Feature, ...],
-    tuple[_Plan, ...],
-    tuple[int, ...],
-    tuple[tuple[int, _Plan] | None, ...],
-]
-
-
-def _shared_feature(fn: Callable[[Any], Any], rel: int, flag: int) -> _Feature:
-    """A conjunct several rules have, evaluated once when two candidates or more have it:
-    false clears all their bits; true sets ``flag``, and those rules are then evaluated
-    without it (see _Index._stripped)."""
-    cleared = ~rel
-    return rel, 2, lambda f: -1 if fn(f) else cleared, flag
-
-
-_FAILS = {  # op -> (bisect on the sorted numbers, whether the failing tests are a prefix)
-    "<": (bisect.bisect_right, True),  # v < n fails for the n <= v
-    "<=": (bisect.bisect_left, True),  # v <= n fails for the n < v
-    ">": (bisect.bisect_left, False),  # v > n fails for the n >= v
-    ">=": (bisect.bisect_right, False),  # v >= n fails for the n > v
-}
-
-
-def _threshold_feature(
-    get: Callable[[Any], Any], typed: bool, tests: list[tuple[str, float, int]]
-) -> _Feature:
-    """``field <op> n`` conjuncts of many rules, decided with one read of the field: a rule
-    keeps its bit when all of its tests hold, exactly as its conjuncts would say (the rules
-    then no longer evaluate them). An int or float is placed among each operator's sorted
-    numbers by bisection; any other value is compared test by test as the compiled
-    comparison does (``typed``, a NUM field: ``None`` or a TypeError is false; an ``ANY``
-    one: only a number that is not a bool compares)."""
-    rel = 0
-    for _, _, bit in tests:
-        rel |= bit
-    others = ~rel
-    groups = []
-    for op in sorted({t[0] for t in tests}):
-        place, prefix = _FAILS[op]
-        items = sorted((n, bit) for o, n, bit in tests if o == op)
-        keeps = []
-        for i in range(len(items) + 1):  # the mask for a value placed at i
-            cleared = 0
-            for _, bit in items[:i] if prefix else items[i:]:
-                cleared |= bit
-            keeps.append(~cleared)
-        groups.append((place, [n for n, _ in items], tuple(keeps)))
-    groups_t = tuple(groups)
-    checks = tuple((_ORDER[op], n, bit) for op, n, bit in tests)
-
-    def keep(f: Any) -> int:
-        v = get(f)
-        c = v.__class__
-        if (c is int or c is float) and v == v:  # (NaN compares false: the slow path)
-            mask = -1
-            for place, numbers, keeps in groups_t:
-                mask &= keeps[place(numbers, v)]
-            return mask
-        if v is None or not (typed or _is_num(v)):
-            return others
-        mask = -1
-        for cmp, n, bit in checks:
-            try:
-                ok = bool(cmp(v, n))
-            except TypeError:
-                ok = False
-            if not ok:
-                mask &= ~bit
+        cache[key] = mask
         return mask
-
-    return rel, 1, keep, 0
-
-
-def _text_feature(get: Callable[[Any], Any], tests: list[tuple[str, str, int]]) -> _Feature:
-    """``contains([lower|upper](field), "needle") or ..`` conjuncts of many rules, decided
-    with one read of the field (and one ``lower``/``upper`` of it): a rule keeps its bit when
-    one of its needles is found, exactly as its conjunct would say."""
-    rel = 0
-    table: dict[tuple[str, str], int] = {}  # (case, needle) -> the rules it satisfies
-    for case, needle, bit in tests:
-        rel |= bit
-        table[case, needle] = table.get((case, needle), 0) | bit
-    others = ~rel
-    plain = tuple((n, bits) for (case, n), bits in table.items() if not case)
-    lower = tuple((n, bits) for (case, n), bits in table.items() if case == "lower")
-    upper = tuple((n, bits) for (case, n), bits in table.items() if case == "upper")
-
-    def keep(f: Any) -> int:
-        v = get(f)
-        mask = others
-        if not (v.__class__ is str or isinstance(v, str)):
-            return mask
-        for n, bits in plain:
-            if n in v:
-                mask |= bits
-        if lower:
-            low = str.lower(v)
-            for n, bits in lower:
-                if n in low:
-                    mask |= bits
-        if upper:
-            up = str.upper(v)
-            for n, bits in upper:
-                if n in up:
-                    mask |= bits
-        return mask
-
-    return rel, 1, keep, 0
-
-
-def _record_feature(coll: Field, rel: int, tables: dict[str, dict[Any, int]]) -> _Feature:
-    """The record guards on a collection, in one pass over its records: a rule keeps its bit
-    when some record has one of the values of one of its guards (with guards on two fields,
-    either will do: a weaker test, never a wrong one)."""
-    items_of = coll.get
-    record = coll.record
-    assert record is not None
-    pairs = tuple((record[name].get, table) for name, table in tables.items())
-    others = ~rel
-
-    def keep(f: Any) -> int:
-        items = items_of(f)
-        mask = others
-        if not items:  # no record: no guard holds
-            return mask
-        try:
-            for it in items:
-                for get, table in pairs:
-                    bits = table.get(get(it))
-                    if bits:
-                        mask |= bits
-        except TypeError:  # an unhashable value: keep them all
-            return -1
-        return mask
-
-    return rel, 1, keep, 0
 
 
 def _name(n: str) -> ast.Name:
@@ -1622,8 +1285,9 @@ class RulesStage(Stage):
     name = "rules"
 
     def __init__(self, ruleset: RuleSet, *, index: bool = True) -> None:
-        # index=False evaluates every rule's whole condition on every message: the
-        # reference the index is tested against (same decisions), and a way to rule it out
+        # index=False evaluates every rule's closures in full on every message: the
+        # reference the generated function and its index are tested against (the same
+        # decisions), and a way to rule them out
         self.indexed = index
         self.swap(ruleset)
 
@@ -1641,20 +1305,19 @@ class RulesStage(Stage):
             (r.actions.rate_limit.max for r in self.rate_rules if r.actions.rate_limit), default=0
         )
         plan = [_Plan.of(r) for r in self.rules]
-        self._plan, self._index = plan, (_Index.build(plan) if self.indexed else None)
+        generated = self.indexed and ruleset.compiler is not None
+        self._plan, self._index = plan, (_Index.build(plan) if generated else None)
         self._program: Callable[..., _Win | None] | None = None
         self._program_fields: tuple[str, ...] = ()
-        self._keyed: _Index | None = None
-        self._generate()
+        if generated:
+            self._generate()
 
     def _generate(self) -> None:
-        """The rule set as one generated function (ostracon.codegen), given the index's key:
-        the index's mask decides the conjuncts and exceptions that read only key fields."""
+        """The rule set as one generated function (ostracon.codegen) taking the index's
+        mask: the mask decides the conjuncts and exceptions that read only key fields."""
         compiler = self.ruleset.compiler
-        if not self.indexed or compiler is None:
-            return
-        index = self._index if self._index is not None and self._index.fields else None
-        self._keyed = index  # the index whose mask the program takes, if any
+        assert compiler is not None
+        index = self._index
         names: dict[str, Any] = {"r_Alert": Alert}
         summaries: dict[str, str] = {}  # template -> the local holding it for the message
         entries = []
@@ -1695,30 +1358,33 @@ class RulesStage(Stage):
         return Facts(ctx, 0, None, self)
 
     def candidates(self, facts: Facts) -> list[Rule]:
-        """The rules whose conditions are evaluated for this message (see :class:`_Index`):
-        the others cannot fire on it."""
-        index = self._index
-        return [p.rule for p in (self._plan if index is None else index.candidates(facts))]
+        """The rules whose conditions are evaluated beyond the key for this message (see
+        :class:`_Index`): the others cannot fire on it."""
+        mask = self._index.mask(facts) if self._index is not None else None
+        return [p.rule for bit, p in enumerate(self._plan) if mask is None or mask >> bit & 1]
 
     def run(self, ctx: Context) -> None:
         facts = self.facts(ctx)
-        program, index = self._program, self._keyed
-        mask = None if index is None or program is None else index.base(facts)
-        if program is not None and (index is None or mask is not None):
-            if index is not None and index.fields is not self._program_fields:
-                self._generate()  # the index dropped a key field: regenerate for the new key
-                program = self._program
-                assert program is not None
+        program, index = self._program, self._index
+        mask = -1
+        if index is not None:
+            found = index.mask(facts)
+            if found is None:  # a key the index cannot use
+                program = None
+            else:
+                mask = found
+                if index.fields is not self._program_fields:
+                    self._generate()  # the index dropped a key field: regenerate for it
+                    program = self._program
+        if program is not None:
             # the generated function records what fires (see _firing) and gives the winner
             best = program(facts) if index is None else program(facts, mask)
-        else:  # no generated function, or a key the index cannot use: the closures
-            index = self._index
-            cands = self._plan if index is None else index.candidates(facts)
-            # Hot loop: one call per candidate rule that does not fire, nothing allocated for
-            # it; exempt() only for a true condition of a rule with exceptions left to check.
+        else:
+            # the closures, every rule in full: one call per rule that does not fire,
+            # nothing allocated for it; exempt() only for a true condition
             fired = [
                 p
-                for p in cands
+                for p in self._plan
                 if p.fn(facts) and (not p.exceptions or p.rule.exempt(facts) is None)
             ]
             best = self._fire(ctx, facts, fired) if fired else None
