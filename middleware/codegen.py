@@ -143,6 +143,8 @@ class _Gen:
             "TypeError": TypeError,
         }
         self._ids = itertools.count()
+        self._temps = 0  # the current entry's temporaries (see fresh)
+        self._building = 0  # > 0 while building memo code
         self._bound: dict[int, str] = {}  # id(object) -> its global name
         self.memo: dict[Any, str] = {}  # (shape or field name) -> the local holding it
         self._code: dict[str, Code] = {}  # a memo local -> the code computing it
@@ -153,13 +155,23 @@ class _Gen:
     # -- names ---------------------------------------------------------------------------------
 
     def fresh(self, prefix: str) -> str:
-        return f"{prefix}{next(self._ids)}"
+        """A new local. Temporaries of one entry's own code are numbered per entry (the next
+        entry reuses the names: a frame clears every local on return, so fewer locals is
+        less work per call); those of memo code, which several entries inline, and the memo
+        and field locals themselves are unique."""
+        if self._building or prefix in ("m", "v", "s"):
+            return f"{prefix}{next(self._ids)}"
+        self._temps += 1
+        return f"{prefix}_{self._temps}"
+
+    def start_entry(self) -> None:
+        self._temps = 0
 
     def bind(self, obj: Any, prefix: str = "g") -> ast.Name:
         """A global name for an object the code uses (a getter, a regex, a closure)."""
         name = self._bound.get(id(obj))
         if name is None:
-            name = self._bound[id(obj)] = self.fresh(prefix)
+            name = self._bound[id(obj)] = f"{prefix}{next(self._ids)}"
             self.ns[name] = obj
         return _load(name)
 
@@ -195,7 +207,15 @@ class _Gen:
         if local is None:
             local = self.memo[key] = self.fresh("m")
             self.lazy.append(local)
-            self._code[local] = build()
+            self._building += 1
+            try:
+                self._code[local] = build()
+            except BaseException:  # (too deep to generate: the entry runs as its closure)
+                del self.memo[key]
+                self.lazy.remove(local)
+                raise
+            finally:
+                self._building -= 1
         stmts, expr = self._code[local]
         return [ast.If(_is(_load(local), _load("U")), [*stmts, _assign(local, expr)], [])], _load(
             local
@@ -600,10 +620,10 @@ class Entry(NamedTuple):
     condition: Condition
     payload: Any = None  # what the program lists when the condition holds (without then)
     exempt: Callable[[Any], Any] | None = None  # a match counts only when this gives None
-    # With a mask (see program): the entry's bit in it. The caller has evaluated the entry's
-    # and-operands that read only ``keyed`` fields (and its exemptions, if exempt is None)
-    # and cleared the bit when one was false.
-    bit: int = 0
+    # With a mask (see program): the entry's flag in it. The caller has evaluated the
+    # entry's and-operands that read only ``keyed`` fields (and its exemptions, if exempt is
+    # None) and set the flag false when one was false.
+    slot: int = 0
     # What runs when it holds, instead of listing the payload (the names it uses are the
     # program's parameters, prologue locals and ``names``)
     then: Sequence[ast.stmt] | None = None
@@ -618,6 +638,7 @@ def program(
     params: Sequence[str] = (),
     prologue: Sequence[ast.stmt] = (),
     result: ast.expr | None = None,
+    fallback: ast.expr | None = None,
     names: dict[str, Any] | None = None,
 ) -> Callable[..., Any]:
     """One function ``(facts[, mask], *params)`` evaluating every entry's condition, in
@@ -625,30 +646,45 @@ def program(
     and whose ``exempt(facts)`` (when given) is None.
 
     With ``keyed`` fields the function takes a mask as well (see :class:`Entry`): an entry
-    whose bit is clear is skipped, and of the others only the operands reading something
-    beyond ``keyed`` are evaluated (as ``ostracon.rules`` indexes its rules by key fields).
-    An entry's ``then`` (else: list its payload in ``fired``) runs when it holds; the
-    function runs ``prologue`` first and returns ``result`` (else ``fired``); ``names`` are
-    globals those statements read (names starting with ``r_`` never clash with generated
-    ones).
+    whose flag (``mask[entry.slot]``, a sequence of bools) is false is skipped, and of the
+    others only the operands reading something beyond ``keyed`` are evaluated (as
+    ``ostracon.rules`` indexes its rules by key fields). An entry's ``then`` (else: list its
+    payload in ``fired``) runs when it holds; the function runs ``prologue`` first and
+    returns ``result`` (else ``fired``); ``names`` are globals those statements read (names
+    starting with ``r_`` never clash with generated ones).
 
-    Each condition's code runs in a ``try``: should it raise (a value of a type its getter
-    does not promise: an unhashable item in ``in``, a string ordered against a number), the
-    entry is decided by its closures instead, which say false there. A memo is set only once
-    its code has completed, so a later entry never reads half of one. ``then`` runs outside
-    the ``try``: what it raises reaches the caller."""
+    Should the code raise (a value of a type its getter does not promise: an unhashable
+    item in ``in``, a string ordered against a number), the function returns ``fallback``
+    instead: by default, the same list computed by the entries' closures, which say false
+    there. A caller whose ``then`` has effects gives a fallback that undoes them and decides
+    with the closures (what ``then`` raises would then be raised again there). One ``try``
+    around the whole body costs nothing until something raises, where one per entry would
+    add a flag, a test and a handler's bytecode to each."""
     first = _Gen(compiler)
     _body(first, entries, keyed)  # to count where each field is read
     gen = _Gen(compiler, first)
     rules = _body(gen, entries, keyed)
+    if fallback is None:
+
+        def closures(f: Any, *_: Any) -> list[Any]:
+            return [
+                e.payload
+                for e in entries
+                if e.condition.fn(f) and (e.exempt is None or e.exempt(f) is None)
+            ]
+
+        args = [_load(a) for a in ("f", *(("mask",) if keyed else ()), *params)]
+        fallback = _call(gen.bind(closures, "r"), *args)
     fired = _assign("fired", ast.List([], ast.Load()))
     body = [*gen.entry, fired, *prologue, *rules, ast.Return(result or _load("fired"))]
     if gen.lazy:
         body.insert(0, ast.Assign([_store(n) for n in gen.lazy], _load("U")))
-    # (U as a keyword default: a local, not a global, in the many "not read yet" tests)
-    args = [ast.arg(a) for a in ("f", *(("mask",) if keyed else ()), *params)]
-    arguments = ast.arguments([], args, None, [ast.arg("U")], [_load("U")], None, [])
-    fn = ast.FunctionDef(name, arguments, body, [], None, None)
+    handler = ast.ExceptHandler(_load("Exception"), None, [ast.Return(fallback)])
+    # (U as a default: a local, not a global, in the many "not read yet" tests; positional,
+    # as keyword-only defaults take a slower path into every call)
+    params_ = [ast.arg(a) for a in ("f", *(("mask",) if keyed else ()), *params, "U")]
+    arguments = ast.arguments([], params_, None, [], [], None, [_load("U")])
+    fn = ast.FunctionDef(name, arguments, [ast.Try(body, [handler], [], [])], [], None, None)
     module = ast.fix_missing_locations(ast.Module([fn], []))
     ns = {**gen.ns, **(names or {})}
     exec(compile(module, f"<ostracon {name}>", "exec"), ns)
@@ -657,28 +693,24 @@ def program(
 
 def _body(gen: _Gen, entries: Sequence[Entry], keyed: frozenset[str]) -> list[ast.stmt]:
     out: list[ast.stmt] = []
-    for cond, payload, exempt, bit, then in entries:
+    for cond, payload, exempt, slot, then in entries:
+        gen.start_entry()
         if then is None:
             fire = ast.Attribute(_load("fired"), "append", ast.Load())
             then = [ast.Expr(_call(fire, gen.bind(payload, "p")))]
         if exempt is not None:
             ok = _is(_call(gen.bind(exempt, "x"), _load("f")), ast.Constant(None))
             then = [ast.If(ok, list(then), [])]
-        closure = _call(gen.bind(cond.fn, "k"), _load("f"))
-        code: list[ast.stmt] = [ast.If(closure, list(then), [])]
+        code: list[ast.stmt] | None = None
         if cond.node is not None:
-            hit = gen.fresh("h")
             try:
-                test = gen.test(cond.node, [_assign(hit, ast.Constant(True))], keyed)
-                handler = ast.ExceptHandler(_load("Exception"), None, [_assign(hit, closure)])
-                code = [
-                    _assign(hit, ast.Constant(False)),
-                    ast.Try(test, [handler], [], []),
-                    ast.If(_load(hit), list(then), []),
-                ]
+                code = gen.test(cond.node, list(then), keyed)
             except RecursionError:  # pragma: no cover - deeper than the language allows
-                pass
+                code = None
+        if code is None:  # its closure
+            code = [ast.If(_call(gen.bind(cond.fn, "k"), _load("f")), list(then), [])]
         if keyed:
-            code = [ast.If(ast.BinOp(_load("mask"), ast.BitAnd(), ast.Constant(bit)), code, [])]
+            flag = ast.Subscript(_load("mask"), ast.Constant(slot), ast.Load())
+            code = [ast.If(flag, code, [])]
         out += code
     return out

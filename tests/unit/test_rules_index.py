@@ -8,6 +8,7 @@ import random
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import msgspec
 import pytest
@@ -447,3 +448,58 @@ def test_alert_summaries_render_as_render_does_and_are_shared_per_message(
     assert one(facts) == render(template, facts, "r1")
     assert two(facts) == render(template, facts, "r2")  # the shared text, another rule
     assert one(Facts(context(), 4)) == render(template, Facts(context(), 4), "r1")
+
+
+def test_generated_code_that_raises_is_undone_and_decided_by_the_closures(
+    tmp_path: Path,
+) -> None:
+    """``meta.tags in [..]`` with a list in ``meta.tags``: the generated ``in`` raises (an
+    unhashable value) after earlier rules fired and recorded their alerts; the stage undoes
+    them and decides with the closures (which say false there): each rule once, as the
+    reference decides."""
+    path = tmp_path / "r.yaml"
+    path.write_text(
+        """
+- rule: first
+  condition: kind == "chat"
+  priority: 9
+  actions: {tag: {seen: "1"}, alert: {severity: info}}
+- rule: second
+  condition: kind == "chat" and sender == "a"
+  priority: 8
+  actions: {alert: {severity: warning}}
+- rule: odd
+  condition: meta.tags in ["x", "y"]
+  priority: 1
+  actions: {quarantine: {}}
+""",
+        encoding="utf-8",
+    )
+    fast, slow = _pair(path)
+    stage = _stage(fast)
+    assert stage._program is not None
+    calls: list[int] = []
+    recover = stage._recover
+
+    def counting(facts: Any, marks: Any) -> Any:
+        calls.append(1)
+        return recover(facts, marks)
+
+    stage._recover = counting  # type: ignore[method-assign]
+    stage._generate()  # (the generated function binds the recovery at generation)
+    envs = [
+        Envelope(id=f"m-{i}", conversation="c", sender=s, kind=Kind.CHAT, content="x", meta=m)
+        for i, (s, m) in enumerate(
+            [("a", {"tags": ["x"]}), ("a", {"tags": "x"}), ("b", {"tags": ["y"]}), ("a", {})]
+        )
+    ]
+    decisions = []
+    for env in envs:
+        a, b = fast.decide(env), slow.decide(env)
+        assert msgspec.json.encode(a) == msgspec.json.encode(b), env
+        decisions.append(a)
+    assert len(calls) == 2  # the two messages with a list in meta.tags
+    first = decisions[0]
+    assert [r for r in first.rules if r.startswith("rule:")] == ["rule:first", "rule:second"]
+    assert len(first.alerts) == 2 and first.verdict.value == "deliver-tagged"
+    assert [r for r in decisions[1].rules if r.startswith("rule:")][-1] == "rule:odd"
