@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib.util
+import os
 import random
 import statistics
 import sys
@@ -36,6 +37,10 @@ from types import ModuleType
 
 import msgspec
 import yaml
+
+# one OpenBLAS thread, as the ostracon CLI runs the sidecar (see cli.py): set before the
+# imports below import numpy
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from ostracon.config import Config, RulesConfig, load_config
 from ostracon.core import Core

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import gc
+import os
 import platform
 import pstats
 import random
@@ -33,6 +34,10 @@ from collections import Counter
 from pathlib import Path
 
 import yaml
+
+# one OpenBLAS thread, as the ostracon CLI runs the sidecar (see cli.py): set before the
+# imports below import numpy
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from ostracon.config import Config, RulesConfig
 from ostracon.core import Context, Core, Stage

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -12,6 +13,13 @@ from rich.console import Console
 from . import __version__
 from .config import ConfigError, load_config
 from .logs import configure
+
+# numpy (the cascade monitor's spectral radius, quorum aggregation) works on matrices of a
+# few agents; OpenBLAS would start a thread per core that spins after every call, taking a
+# core from the event loop (measured: the rules benchmark's p50 moved between 40 and 60 us
+# with it, 39-40 us without). This process owns its BLAS: one thread, unless told otherwise.
+# (Set before numpy is first imported, which no import above does.)
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 app = typer.Typer(
     name="ostracon",

@@ -640,6 +640,8 @@ def program(
     result: ast.expr | None = None,
     fallback: ast.expr | None = None,
     names: dict[str, Any] | None = None,
+    reads: Sequence[tuple[str, Callable[[Any], Any]]] = (),
+    mask_param: bool = True,
 ) -> Callable[..., Any]:
     """One function ``(facts[, mask], *params)`` evaluating every entry's condition, in
     entry order; by default it returns the payloads of the entries whose condition holds
@@ -651,7 +653,10 @@ def program(
     ``ostracon.rules`` indexes its rules by key fields). An entry's ``then`` (else: list its
     payload in ``fired``) runs when it holds; the function runs ``prologue`` first and
     returns ``result`` (else ``fired``); ``names`` are globals those statements read (names
-    starting with ``r_`` never clash with generated ones).
+    starting with ``r_`` never clash with generated ones). ``reads`` are ``(local, getter)``
+    pairs set on entry, before the prologue, the way the conditions read fields (attribute
+    paths and ``meta`` lookups inline). With ``mask_param`` false the mask is not a
+    parameter: the prologue sets the local ``mask``.
 
     Should the code raise (a value of a type its getter does not promise: an unhashable
     item in ``in``, a string ordered against a number), the function returns ``fallback``
@@ -673,16 +678,19 @@ def program(
                 if e.condition.fn(f) and (e.exempt is None or e.exempt(f) is None)
             ]
 
-        args = [_load(a) for a in ("f", *(("mask",) if keyed else ()), *params)]
-        fallback = _call(gen.bind(closures, "r"), *args)
+        takes = ("mask",) if keyed and mask_param else ()
+        fallback = _call(gen.bind(closures, "r"), *(_load(a) for a in ("f", *takes, *params)))
     fired = _assign("fired", ast.List([], ast.Load()))
-    body = [*gen.entry, fired, *prologue, *rules, ast.Return(result or _load("fired"))]
+    entry = [stmt for local, get in reads for stmt in gen.fetch(get, local)]
+    body = [*gen.entry, fired, *entry, *prologue, *rules, ast.Return(result or _load("fired"))]
     if gen.lazy:
         body.insert(0, ast.Assign([_store(n) for n in gen.lazy], _load("U")))
     handler = ast.ExceptHandler(_load("Exception"), None, [ast.Return(fallback)])
     # (U as a default: a local, not a global, in the many "not read yet" tests; positional,
     # as keyword-only defaults take a slower path into every call)
-    params_ = [ast.arg(a) for a in ("f", *(("mask",) if keyed else ()), *params, "U")]
+    params_ = [
+        ast.arg(a) for a in ("f", *(("mask",) if keyed and mask_param else ()), *params, "U")
+    ]
     arguments = ast.arguments([], params_, None, [], [], None, [_load("U")])
     fn = ast.FunctionDef(name, arguments, [ast.Try(body, [handler], [], [])], [], None, None)
     module = ast.fix_missing_locations(ast.Module([fn], []))

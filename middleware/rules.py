@@ -1176,6 +1176,27 @@ class _Index:
             entries.append((tests, bool(p.rule.exceptions) and p.rule.exempt_fields <= keyed))
         self._entries = tuple(entries)
 
+    def key_code(self) -> tuple[list[tuple[str, Callable[[Any], Any]]], ast.expr]:
+        """The key as the generated function computes it: ``(local, getter)`` reads and the
+        tuple expression over those locals -- the same values as ``_key``."""
+        reads = [(f"r_key{i}", self._getters[name]) for i, name in enumerate(self.fields)]
+        parts: list[ast.expr] = []
+        for i, (local, _) in enumerate(reads):
+            v: ast.expr = _name(local)
+            if i in self._class_parts:  # (see _key_part)
+                cls = ast.Attribute(v, "__class__", ast.Load())
+                plain = ast.BoolOp(
+                    ast.Or(),
+                    [
+                        ast.Compare(cls, [ast.Is()], [_name("str")]),
+                        ast.Compare(cls, [ast.Is()], [_name("bool")]),
+                        ast.Compare(v, [ast.Is()], [ast.Constant(None)]),
+                    ],
+                )
+                v = ast.IfExp(plain, v, ast.Tuple([cls, v], ast.Load()))
+            parts.append(v)
+        return reads, ast.Tuple(parts, ast.Load())
+
     def mask(self, facts: Facts) -> tuple[bool, ...] | None:
         """The rules this message's key leaves (flag i: ``plans[i]``), or None when the key
         cannot be used (evaluate every rule in full)."""
@@ -1387,14 +1408,39 @@ class RulesStage(Stage):
             ),
         ]
         names["r_recover"] = self._recover
+        recover = ast.Call(_name("r_recover"), [_name("f"), _name("r_marks")], [])
+        reads: list[tuple[str, Callable[[Any], Any]]] = []
+        if index is not None:  # the key's mask, found here rather than by a call per message
+            reads, key = index.key_code()
+            names.update(r_ix=index, r_cache_get=index._cache.get, r_fill=index._fill)
+            miss = [
+                _set("mask", ast.Call(_name("r_fill"), [_name("r_key"), _name("f")], [])),
+                ast.If(
+                    ast.Compare(_name("mask"), [ast.Is()], [ast.Constant(None)]),
+                    [ast.Return(recover)],  # a key the index cannot use: the closures
+                    [],
+                ),
+            ]
+            prologue += [
+                _set("r_key", key),
+                ast.AugAssign(
+                    ast.Attribute(_name("r_ix"), "_lookups", ast.Store()),
+                    ast.Add(),
+                    ast.Constant(1),
+                ),
+                _set("mask", ast.Call(_name("r_cache_get"), [_name("r_key")], [])),
+                ast.If(ast.Compare(_name("mask"), [ast.Is()], [ast.Constant(None)]), miss, []),
+            ]
         self._program = program(
             compiler,
             entries,
             keyed,
             prologue=prologue,
             result=_name("r_best"),
-            fallback=ast.Call(_name("r_recover"), [_name("f"), _name("r_marks")], []),
+            fallback=recover,
             names=names,
+            reads=reads,
+            mask_param=False,
         )
         self._program_fields = index.fields if index is not None else ()
 
@@ -1440,22 +1486,18 @@ class RulesStage(Stage):
 
     def run(self, ctx: Context) -> None:
         facts = self.facts(ctx)
-        program, index = self._program, self._index
-        mask: tuple[bool, ...] = ()
-        if index is not None:
-            found = index.mask(facts)
-            if found is None:  # a key the index cannot use
-                program = None
-            else:
-                mask = found
-                if index.fields is not self._program_fields:
-                    self._generate()  # the index dropped a key field: regenerate for it
-                    program = self._program
-        if program is not None:
-            # the generated function records what fires (see _firing) and gives the winner
-            best = program(facts) if index is None else program(facts, mask)
-        else:
+        program = self._program
+        if program is None:
             best = self._closures(ctx, facts)
+        else:
+            index = self._index
+            if index is not None and index.fields is not self._program_fields:
+                self._generate()  # the index dropped a key field: regenerate for the new key
+                program = self._program
+                assert program is not None
+            # the generated function finds the key's mask, evaluates, records what fires
+            # (see _firing) and gives the winner
+            best = program(facts)
         if best is not None:
             self._apply(ctx, facts, best)
 
