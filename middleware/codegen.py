@@ -680,9 +680,11 @@ def program(
 
         takes = ("mask",) if keyed and mask_param else ()
         fallback = _call(gen.bind(closures, "r"), *(_load(a) for a in ("f", *takes, *params)))
-    fired = _assign("fired", ast.List([], ast.Load()))
+    # (the list only when an entry or the result uses it)
+    listed = result is None or any(e.then is None for e in entries)
+    fired = [_assign("fired", ast.List([], ast.Load()))] if listed else []
     entry = [stmt for local, get in reads for stmt in gen.fetch(get, local)]
-    body = [*gen.entry, fired, *entry, *prologue, *rules, ast.Return(result or _load("fired"))]
+    body = [*gen.entry, *fired, *entry, *prologue, *rules, ast.Return(result or _load("fired"))]
     if gen.lazy:
         body.insert(0, ast.Assign([_store(n) for n in gen.lazy], _load("U")))
     handler = ast.ExceptHandler(_load("Exception"), None, [ast.Return(fallback)])

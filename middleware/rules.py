@@ -242,6 +242,7 @@ class Facts:
 # per call, max(default=) parses keywords, and round() formats the float (all measured
 # under cachegrind as instruction-cache misses of the rules stage).
 
+_LABELS = tuple(sorted(label.value for label in Label))
 _REPUTATIONS: dict[tuple[int, int], float] = {}  # (claims, red) -> reputation, rounded
 
 
@@ -287,11 +288,16 @@ def _sources(f: Facts) -> int | None:
 def _labels(f: Facts) -> list[str]:
     v = f._labels
     if v is _UNSET:
-        # (_value_ is what .value reads, without the enum property's Python-level lookup)
+        # (_value_ is what .value reads, without the enum property's Python-level lookup;
+        # the three labels in sorted order, without a sort)
         seen = set()
         for c in f.ctx.claims:
             seen.add(c.label._value_)
-        v = f._labels = sorted(seen)
+        v = []
+        for x in _LABELS:
+            if x in seen:
+                v.append(x)
+        f._labels = v
     return v  # type: ignore[no-any-return]
 
 
@@ -1485,7 +1491,7 @@ class RulesStage(Stage):
         return [p.rule for i, p in enumerate(self._plan) if mask is None or mask[i]]
 
     def run(self, ctx: Context) -> None:
-        facts = self.facts(ctx)
+        facts = Facts(ctx, 0, None, self) if self.rate_rules else Facts(ctx)  # (= self.facts)
         program = self._program
         if program is None:
             best = self._closures(ctx, facts)
