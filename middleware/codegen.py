@@ -309,7 +309,10 @@ class _Gen:
         v = self.fresh("t")
         stmts = [*stmts, _assign(v, x)]
         if node.name == "len":
-            ok = _call(_load("isinstance"), _load(v), _load("SIZED"))
+            if self._c(node.args[0], item).type in (Type.STR, Type.LIST, Type.RECORDS):
+                ok: ast.expr = _is(_load(v), ast.Constant(None), negate=True)  # typed: or None
+            else:
+                ok = _call(_load("isinstance"), _load(v), _load("SIZED"))
             out: ast.expr = ast.IfExp(ok, _call(_load("len"), _load(v)), ast.Constant(None))
         else:
             m = ast.Attribute(_load(v), node.name, ast.Load())
@@ -449,14 +452,11 @@ class _Gen:
             return stmts, _and(kind, cmp)
         if not anyt:  # ordering of a typed value: missing is false
             return stmts, _and(_is(v, ast.Constant(None), negate=True), cmp)
-        if num:
-            fast = _or(_is(_cls(v), _load("float")), _is(_cls(v), _load("int")))
-            slow = _and(
-                _is(v, ast.Constant(None), negate=True),
-                _call(_load("is_num"), v),
-                _call(_load("bool"), cmp),
-            )
-            return stmts, ast.IfExp(fast, cmp, slow)
+        if num:  # (missing first: the common case of an absent meta key is one test)
+            fast = _or(_is(_cls(v), _load("int")), _is(_cls(v), _load("float")))
+            slow = _and(_call(_load("is_num"), v), _call(_load("bool"), cmp))
+            present = _is(v, ast.Constant(None), negate=True)
+            return stmts, _and(present, ast.IfExp(fast, cmp, slow))
         return stmts, _and(self.is_str(v), _call(_load("bool"), cmp))
 
     def member(
@@ -553,14 +553,29 @@ class _Gen:
         if not isinstance(items, ast.Name):  # pragma: no cover - collections are fields
             t = self.fresh("t")
             stmts, items = [*stmts, _assign(t, items)], _load(t)
-        bstmts, body = self.boolean(node.body, it)
+        guard = self.c._quant_guard(node) if node.kind != "all" else None
+        body_node = node.body
+        if (
+            guard
+            and record is not None
+            and isinstance(body_node, _BoolOp)
+            and body_node.op == "and"
+        ):
+            # the guard's own test first in the loop too: the record that lacks its value
+            # is the common one (the others' order is the compiler's, cheapest first)
+            ops = self.c._operands(body_node)
+            key = next((n for n in ops if self.c._record_guard(n, node.var, record)), None)
+            if key is not None:
+                ops = [key, *(n for n in ops if n is not key)]
+            bstmts, body = self.chain(True, [self.boolean(n, it) for n in ops])
+        else:
+            bstmts, body = self.boolean(body_node, it)
         check = coll.type is not Type.RECORDS  # plain/ANY collections: only lists count
         seq = _call(_load("isinstance"), items, _load("SEQ"))
         r = self.fresh("q")
 
         def loop(inner: list[ast.stmt]) -> list[ast.stmt]:
             out: list[ast.stmt] = [ast.For(_store(it.local), items, [*bstmts, *inner], [])]
-            guard = self.c._quant_guard(node) if node.kind != "all" else None
             if guard is not None:
                 # no record has the value the body requires: no loop (the values present
                 # are collected once per message, for every quantifier that asks)
