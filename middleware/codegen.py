@@ -34,6 +34,7 @@ from typing import Any, NamedTuple
 
 from .conditions import (
     _C,
+    _COLL,
     _SEQ,
     _SIZED,
     _TOP,
@@ -411,6 +412,16 @@ class _Gen:
             return self.matches(node, left, item)
         right = self._c(node.right, item)
         if op in ("in", "not in"):
+            if left.const and not right.const and right.type in (Type.LIST, Type.ANY):
+                # "red" in labels (as conditions._in_dyn with a constant on the left)
+                stmts, s = self.named(*self.value(node.right, item))
+                test: ast.expr = ast.Compare(
+                    ast.Constant(left.value), [ast.NotIn() if op == "not in" else ast.In()], [s]
+                )
+                if right.type is Type.ANY:
+                    coll = _call(_load("isinstance"), s, self.bind(_COLL, "types"))
+                    test = _and(coll, test)
+                return stmts, _and(_is(s, ast.Constant(None), negate=True), test)
             if not right.const or left.const:
                 return self.closure_bool(node, item)
             stmts, v = self.value(node.left, item)
@@ -489,7 +500,14 @@ class _Gen:
         whether ``x`` is STR-typed (a str or missing)."""
         if isinstance(node, _Call) and node.name in ("lower", "upper"):
             arg = self._c(node.args[0], item)
+            key = ("v", _shape(node))
+            if item is None and self.shared is not None and key in self.shared:
+                # lower(content) tested by several rules: lowered once per message
+                stmts, v = self.value(node, item)
+                return stmts, v, "", True
             if not arg.const:
+                if item is None:
+                    self.node_uses[key] += 1  # (counted as value() would count it)
                 stmts, v = self.value(node.args[0], item)
                 return stmts, v, node.name, arg.type is Type.STR
         stmts, v = self.value(node, item)

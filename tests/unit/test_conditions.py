@@ -382,6 +382,12 @@ def test_in_and_not_in() -> None:
     assert not ev('"x" not in meta.absent')
     assert not ev('"x" in recipients', facts(recipients=None))
     assert not ev('"x" not in recipients', facts(recipients=None))
+    # a constant in an ANY value: only a list (or set) holds things; null is in nothing
+    odd = facts(meta={"s": "xyz", "t": ("x",), "d": {"x": 1}, "n": 3, "l": [[1], "x"]})
+    assert not ev('"x" in meta.s', odd) and not ev('"x" not in meta.s', odd)
+    assert ev('"x" in meta.t', odd) and not ev('"x" in meta.d', odd)
+    assert not ev('"x" in meta.n', odd) and ev('"x" in meta.l', odd)
+    assert ev('"y" not in meta.l', odd)
 
 
 def test_named_lists() -> None:
