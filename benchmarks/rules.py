@@ -269,7 +269,8 @@ def time_rules(
     cfg: Config, warm: list[Envelope], timed: list[Envelope]
 ) -> tuple[list[float], Counter[int], Counter[str], list[int]]:
     """µs per message of RulesStage.run alone, on a fresh core fed ``warm`` first; also the
-    number of rules whose conditions the stage evaluated for each message (its candidates)."""
+    number of rules the key's mask left for each message (their conditions are evaluated
+    beyond the key: stage.candidates)."""
     core = build_core(cfg)
     before, stage = _split(core)
     for env in warm:
@@ -375,7 +376,7 @@ def main() -> None:
         "verdicts after rules: " + ", ".join(f"{k} {v / n:.0%}" for k, v in verdicts.most_common())
     )
     print(
-        f"conditions evaluated per message (the index's candidates, of {len(ruleset.rules)}): "
+        f"rules left by the key per message (evaluated beyond it, of {len(ruleset.rules)}): "
         f"mean {statistics.mean(candidates):.1f}, median {statistics.median(candidates):.0f}"
     )
     print(

@@ -105,6 +105,12 @@ def _cls(v: ast.expr) -> ast.expr:
     return ast.Attribute(v, "__class__", ast.Load())
 
 
+def _inline(get: Callable[[Any], Any]) -> bool:
+    """Whether _Gen.fetch reads the field without a call."""
+    dig = getattr(get, "dig", None)
+    return _inline(dig[0]) if dig is not None else _attrs(get) is not None
+
+
 def _attrs(get: Callable[[Any], Any]) -> list[str] | None:
     """The attribute path an ``operator.attrgetter`` of one (dotted) name reads."""
     if type(get) is not operator.attrgetter:
@@ -128,9 +134,16 @@ class _Item:
 class _Gen:
     def __init__(self, compiler: Compiler, first: _Gen | None = None) -> None:
         self.c = compiler
-        # fields read on entry (those used in two places or more: a test on every use would
-        # cost more than a read that turns out not needed); the others on first use
-        self.eager = frozenset(n for n, k in first.uses.items() if k > 1) if first else frozenset()
+        # fields read on entry: those read inline (attribute paths, meta keys) and used in
+        # two places or more (a test on every use would cost more than a read that turns out
+        # not needed); the others -- a getter computing something (labels, reputation) --
+        # on first use: the rules that need them may all be skipped for this message
+        self.eager = (
+            frozenset(n for n, k in first.uses.items() if k > 1 and n in first.inline)
+            if first
+            else frozenset()
+        )
+        self.inline: set[str] = set()  # fields whose read is inline (see fetch)
         # values worth a memo: used in two places or more (None: all, on the first pass)
         self.shared = {k for k, n in first.node_uses.items() if n > 1} if first else None
         self.node_uses: Counter[Any] = Counter()
@@ -262,7 +275,10 @@ class _Gen:
         local = self.memo.get(("field", name))
         if local is None:
             local = self.memo[("field", name)] = self.fresh("v")
-            self._reads[local] = self.fetch(_dig(field.get, rest) if rest else field.get, local)
+            get = _dig(field.get, rest) if rest else field.get
+            self._reads[local] = self.fetch(get, local)
+            if _inline(get):
+                self.inline.add(name)
             if name in self.eager:
                 self.entry += self._reads[local]
             else:
