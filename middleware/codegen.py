@@ -691,6 +691,7 @@ def program(
     names: dict[str, Any] | None = None,
     reads: Sequence[tuple[str, Callable[[Any], Any]]] = (),
     mask_param: bool = True,
+    preamble: Sequence[ast.stmt] = (),
 ) -> Callable[..., Any]:
     """One function ``(facts[, mask], *params)`` evaluating every entry's condition, in
     entry order; by default it returns the payloads of the entries whose condition holds
@@ -705,7 +706,8 @@ def program(
     starting with ``r_`` never clash with generated ones). ``reads`` are ``(local, getter)``
     pairs set on entry, before the prologue, the way the conditions read fields (attribute
     paths and ``meta`` lookups inline). With ``mask_param`` false the mask is not a
-    parameter: the prologue sets the local ``mask``.
+    parameter: the prologue sets the local ``mask`` (and a ``fallback`` is required).
+    ``preamble`` runs first of all, before any field is read (what ``fallback`` needs).
 
     Should the code raise (a value of a type its getter does not promise: an unhashable
     item in ``in``, a string ordered against a number), the function returns ``fallback``
@@ -719,21 +721,34 @@ def program(
     gen = _Gen(compiler, first)
     rules = _body(gen, entries, keyed)
     if fallback is None:
+        if keyed and not mask_param:
+            raise ValueError("a mask computed by the prologue needs a fallback")
 
-        def closures(f: Any, *_: Any) -> list[Any]:
+        def closures(f: Any, mask: Any = None, *_: Any) -> list[Any]:
+            # (the mask's flag also says what the key decided: exemptions among them)
             return [
                 e.payload
                 for e in entries
-                if e.condition.fn(f) and (e.exempt is None or e.exempt(f) is None)
+                if (mask is None or mask[e.slot])
+                and e.condition.fn(f)
+                and (e.exempt is None or e.exempt(f) is None)
             ]
 
-        takes = ("mask",) if keyed and mask_param else ()
-        fallback = _call(gen.bind(closures, "r"), *(_load(a) for a in ("f", *takes, *params)))
+        takes = ("mask",) if keyed else ()
+        fallback = _call(gen.bind(closures, "r"), *(_load(a) for a in ("f", *takes)))
     # (the list only when an entry or the result uses it)
     listed = result is None or any(e.then is None for e in entries)
     fired = [_assign("fired", ast.List([], ast.Load()))] if listed else []
     entry = [stmt for local, get in reads for stmt in gen.fetch(get, local)]
-    body = [*gen.entry, *fired, *entry, *prologue, *rules, ast.Return(result or _load("fired"))]
+    body = [
+        *preamble,
+        *gen.entry,
+        *fired,
+        *entry,
+        *prologue,
+        *rules,
+        ast.Return(result or _load("fired")),
+    ]
     if gen.lazy:
         body.insert(0, ast.Assign([_store(n) for n in gen.lazy], _load("U")))
     handler = ast.ExceptHandler(_load("Exception"), None, [ast.Return(fallback)])

@@ -1394,14 +1394,10 @@ class RulesStage(Stage):
             entries.append(Entry(p.rule.condition, p, exempt, bit, then))
         keyed = frozenset(index.fields) if index is not None else frozenset()
         ctx = ast.Attribute(_name("f"), "ctx", ast.Load())
-        prologue: list[ast.stmt] = [
+        # first of all (before any field is read): what the context holds before this stage
+        # adds to it, for _recover
+        preamble: list[ast.stmt] = [
             _set("r_ctx", ctx),
-            _set("r_env", ast.Attribute(_name("f"), "env", ast.Load())),
-            *(_set(f"r_{a}", _attr("r_ctx", a, "append")) for a in ("rules", "trail", "alerts")),
-            _set("r_best", ast.Constant(None)),
-            _set("r_rank", ast.Constant(float("-inf"))),
-            *(_set(local, ast.Constant(None)) for local in summaries.values()),
-            # what the context holds before this stage adds to it (see _recover)
             _set(
                 "r_marks",
                 ast.Tuple(
@@ -1412,6 +1408,13 @@ class RulesStage(Stage):
                     ast.Load(),
                 ),
             ),
+        ]
+        prologue: list[ast.stmt] = [
+            _set("r_env", ast.Attribute(_name("f"), "env", ast.Load())),
+            *(_set(f"r_{a}", _attr("r_ctx", a, "append")) for a in ("rules", "trail", "alerts")),
+            _set("r_best", ast.Constant(None)),
+            _set("r_rank", ast.Constant(float("-inf"))),
+            *(_set(local, ast.Constant(None)) for local in summaries.values()),
         ]
         names["r_recover"] = self._recover
         recover = ast.Call(_name("r_recover"), [_name("f"), _name("r_marks")], [])
@@ -1437,17 +1440,21 @@ class RulesStage(Stage):
                 _set("mask", ast.Call(_name("r_cache_get"), [_name("r_key")], [])),
                 ast.If(ast.Compare(_name("mask"), [ast.Is()], [ast.Constant(None)]), miss, []),
             ]
-        self._program = program(
-            compiler,
-            entries,
-            keyed,
-            prologue=prologue,
-            result=_name("r_best"),
-            fallback=recover,
-            names=names,
-            reads=reads,
-            mask_param=False,
-        )
+        try:
+            self._program = program(
+                compiler,
+                entries,
+                keyed,
+                prologue=prologue,
+                result=_name("r_best"),
+                fallback=recover,
+                names=names,
+                reads=reads,
+                mask_param=False,
+                preamble=preamble,
+            )
+        except RecursionError:  # a condition too long to compile as code: the closures
+            self._program, self._index = None, None
         self._program_fields = index.fields if index is not None else ()
 
     def _recover(self, facts: Facts, marks: tuple[int, int, int, int]) -> _Win | None:
@@ -1492,15 +1499,13 @@ class RulesStage(Stage):
 
     def run(self, ctx: Context) -> None:
         facts = Facts(ctx, 0, None, self) if self.rate_rules else Facts(ctx)  # (= self.facts)
-        program = self._program
+        program, index = self._program, self._index
+        if program is not None and index is not None and index.fields is not self._program_fields:
+            self._generate()  # the index dropped a key field: regenerate for the new key
+            program = self._program
         if program is None:
             best = self._closures(ctx, facts)
         else:
-            index = self._index
-            if index is not None and index.fields is not self._program_fields:
-                self._generate()  # the index dropped a key field: regenerate for the new key
-                program = self._program
-                assert program is not None
             # the generated function finds the key's mask, evaluates, records what fires
             # (see _firing) and gives the winner
             best = program(facts)

@@ -503,3 +503,40 @@ def test_generated_code_that_raises_is_undone_and_decided_by_the_closures(
     assert [r for r in first.rules if r.startswith("rule:")] == ["rule:first", "rule:second"]
     assert len(first.alerts) == 2 and first.verdict.value == "deliver-tagged"
     assert [r for r in decisions[1].rules if r.startswith("rule:")][-1] == "rule:odd"
+
+
+def test_a_condition_too_long_for_generated_code_runs_as_its_closures(tmp_path: Path) -> None:
+    """1 200 conjuncts nest 1 200 ``if`` statements: past what Python compiles, so the
+    stage keeps the closures (the rule still loads and decides as the reference)."""
+    long = " and ".join(f'meta.k{i} != "x{i}"' for i in range(1200))
+    path = tmp_path / "r.yaml"
+    path.write_text(
+        f"- rule: long\n  condition: '{long}'\n  actions: {{tag: {{long: '1'}}}}\n"
+        '- rule: short\n  condition: kind == "chat"\n  actions: {alert: {}}\n',
+        encoding="utf-8",
+    )
+    fast, slow = _pair(path)
+    assert _stage(fast)._program is None
+    envs = [
+        Envelope(id=f"m-{i}", conversation="c", sender="s", kind=Kind.CHAT, content="", meta=m)
+        for i, m in enumerate([{"k0": "y"}, {"k5": "x5"}, {}])
+    ]
+    _same(fast, slow, envs)
+
+
+def test_a_key_getter_that_raises_reports_its_own_error(tmp_path: Path) -> None:
+    """A key field's getter raising (a corrupted reputation record) reaches the caller as
+    itself, not as an error of the generated function's recovery."""
+    path = tmp_path / "r.yaml"
+    path.write_text(
+        "- rule: a\n  condition: sender.reputation == 1\n  actions: {alert: {}}\n"
+        "- rule: b\n  condition: sender.reputation in [1, 0.5]\n  actions: {tag: {b: '1'}}\n",
+        encoding="utf-8",
+    )
+    fast, _ = _pair(path)
+    index = _stage(fast)._index
+    assert index is not None and index.fields == ("sender.reputation",)
+    fast.state.records["s"] = "xx"  # type: ignore[assignment]
+    env = Envelope(id="m-1", conversation="c", sender="s", kind=Kind.CHAT, content="")
+    with pytest.raises(TypeError):
+        fast.decide(env)
