@@ -4,7 +4,8 @@ A rule's ``condition`` is text written by an operator. It is tokenized and parse
 Pratt parser), type-checked against a schema of known fields at load time, and compiled ONCE
 into nested Python closures specialised for their operands. No text is ever handed to
 ``eval``/``exec``/``compile``: the only things that run are the closures built here and the
-schema's own getters.
+schema's own getters. (:mod:`ostracon.codegen` compiles many conditions again into one
+function, from their syntax trees as ``ast`` nodes -- never from text either.)
 
 Language
 ========

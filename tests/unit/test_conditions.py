@@ -1039,6 +1039,33 @@ def test_source_has_no_eval_exec_compile_calls() -> None:
             assert node.func.id not in {"eval", "exec", "compile", "__import__"}, node.func.id
 
 
+def test_generated_code_is_built_from_ast_nodes_never_from_text(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What an operator writes reaches the generated function only as constants: compile()
+    gets an ast.Module, and no name in it comes from the condition's text."""
+    from ostracon import codegen
+
+    modules: list[ast.Module] = []
+    real = builtins.compile
+
+    def checking(source: Any, *args: Any, **kw: Any) -> Any:
+        assert isinstance(source, ast.Module), type(source)
+        modules.append(source)
+        return real(source, *args, **kw)
+
+    monkeypatch.setattr(codegen, "compile", checking, raising=False)
+    comp = Compiler(SCHEMA)
+    text = "sender == \"__import__('os').system('x')\" or content matches \"os.system\""
+    generated = program(comp, [Entry(comp.compile(text), True)])
+    (module,) = modules
+    names = {n.id for n in ast.walk(module) if isinstance(n, ast.Name)}
+    assert not names & {"__import__", "os", "system", "eval", "exec"}
+    strings = {n.value for n in ast.walk(module) if isinstance(n, ast.Constant)}
+    assert "__import__('os').system('x')" in strings  # the text, as a constant
+    assert generated(facts()) == []
+
+
 def test_compiled_condition_is_reusable_and_call_matches_fn() -> None:
     c = compile_condition('claims.any(c, c.label == "yellow" and sender == "alice")', SCHEMA)
     f1, f2 = facts(), facts(sender="bob")
