@@ -132,6 +132,9 @@ class _Item:
 
 
 class _Gen:
+    """Builds the statements of one program: a first pass counts what is used where (which
+    fields to read on entry, which values to keep as memos), the second emits the code."""
+
     def __init__(self, compiler: Compiler, first: _Gen | None = None) -> None:
         self.c = compiler
         # fields read on entry: those read inline (attribute paths, meta keys) and used in
@@ -154,7 +157,6 @@ class _Gen:
             "SIZED": _SIZED,
             "is_num": _is_num,
             "get_slow": _get_slow,
-            "TypeError": TypeError,
         }
         self._ids = itertools.count()
         self._temps = 0  # the current entry's temporaries (see fresh)
