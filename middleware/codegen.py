@@ -673,8 +673,9 @@ class Entry(NamedTuple):
     exempt: Callable[[Any], Any] | None = None  # a match counts only when this gives None
     # With a mask (see program): the entry's flag in it. The caller has evaluated the
     # entry's and-operands that read only ``keyed`` fields (and its exemptions, if exempt is
-    # None) and set the flag false when one was false.
-    slot: int = 0
+    # None) and set the flag false when one was false. None: the entry has none of those
+    # (its flag is always true), so no test of it is written.
+    slot: int | None = 0
     # What runs when it holds, instead of listing the payload (the names it uses are the
     # program's parameters, prologue locals and ``names``)
     then: Sequence[ast.stmt] | None = None
@@ -731,7 +732,7 @@ def program(
             return [
                 e.payload
                 for e in entries
-                if (mask is None or mask[e.slot])
+                if (mask is None or e.slot is None or mask[e.slot])
                 and e.condition.fn(f)
                 and (e.exempt is None or e.exempt(f) is None)
             ]
@@ -785,7 +786,7 @@ def _body(gen: _Gen, entries: Sequence[Entry], keyed: frozenset[str]) -> list[as
                 code = None
         if code is None:  # its closure
             code = [ast.If(_call(gen.bind(cond.fn, "k"), _load("f")), list(then), [])]
-        if keyed:
+        if keyed and slot is not None:
             flag = ast.Subscript(_load("mask"), ast.Constant(slot), ast.Load())
             code = [ast.If(flag, code, [])]
         out += code

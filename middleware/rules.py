@@ -1214,6 +1214,12 @@ class _Index:
             return None
         return hit if hit is not None else self._fill(key, facts)
 
+    def decides(self, i: int) -> bool:
+        """Whether the key can rule rule ``i`` out (a conjunct or exception on key fields):
+        if not, its flag is always true."""
+        tests, known = self._entries[i]
+        return bool(tests) or known
+
     def known(self, i: int) -> bool:
         """Whether the key decides rule ``i``'s exceptions (its flag is false when exempt)."""
         return self._entries[i][1]
@@ -1391,7 +1397,8 @@ class RulesStage(Stage):
             known = index is not None and index.known(bit)
             exempt = p.rule.exempt if p.rule.exceptions and not known else None
             then = _firing(self, p, bit, names, summaries)
-            entries.append(Entry(p.rule.condition, p, exempt, bit, then))
+            slot = bit if index is not None and index.decides(bit) else None
+            entries.append(Entry(p.rule.condition, p, exempt, slot, then))
         keyed = frozenset(index.fields) if index is not None else frozenset()
         ctx = ast.Attribute(_name("f"), "ctx", ast.Load())
         # first of all (before any field is read): what the context holds before this stage
