@@ -427,7 +427,7 @@ class _Gen:
         op = node.op
         left = self._c(node.left, item)
         if op == "matches":
-            return self.matches(node, left, item)
+            return self.matches(node, item)
         right = self._c(node.right, item)
         if op in ("in", "not in"):
             if left.const and not right.const and right.type in (Type.LIST, Type.ANY):
@@ -540,7 +540,7 @@ class _Gen:
         s: ast.expr = _call(ast.Attribute(v, case, ast.Load())) if case else v
         return stmts, _and(self.is_str(v, typed), test(s))
 
-    def matches(self, node: _Cmp, left: _C, item: _Item | None) -> Code:
+    def matches(self, node: _Cmp, item: _Item | None) -> Code:
         rnode = node.right
         assert isinstance(rnode, _Lit)
         search = self.bind(re.compile(rnode.value).search, "re")
