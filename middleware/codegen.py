@@ -60,7 +60,7 @@ from .conditions import (
     _Var,
 )
 
-__all__ = ["Entry", "program"]
+__all__ = ["Entry", "attribute_read", "program"]
 
 _UNSET = object()  # a local not computed yet for this message
 _OPS = {"<": ast.Lt, "<=": ast.LtE, ">": ast.Gt, ">=": ast.GtE, "==": ast.Eq, "!=": ast.NotEq}
@@ -120,6 +120,17 @@ def _attrs(get: Callable[[Any], Any]) -> list[str] | None:
         return None
     path = args[0].split(".")
     return path if all(a.isidentifier() for a in path) else None
+
+
+def attribute_read(get: Callable[[Any], Any], base: ast.expr) -> ast.expr | None:
+    """What ``get(base)`` reads, as attribute nodes, when ``get`` is an
+    ``operator.attrgetter`` of one (dotted) name; else None (the getter must be called)."""
+    path = _attrs(get)
+    if path is None:
+        return None
+    for attr in path:
+        base = ast.Attribute(base, attr, ast.Load())
+    return base
 
 
 class _Item:
@@ -304,24 +315,13 @@ class _Gen:
                 test = _is(_cls(d), _load("dict"))
                 stmts.append(_assign(local, ast.IfExp(test, fast, slow)))
             return stmts
-        path = _attrs(get)
-        if path is not None:
-            expr: ast.expr = _load("f")
-            for attr in path:
-                expr = ast.Attribute(expr, attr, ast.Load())
-            return [_assign(local, expr)]
-        return [_assign(local, _call(self.bind(get), _load("f")))]
+        expr = attribute_read(get, _load("f"))
+        return [_assign(local, expr or _call(self.bind(get), _load("f")))]
 
     def read(self, get: Callable[[Any], Any], local: str) -> ast.expr:
         """A record field of the item in ``local``: an attribute read when its getter is an
         ``operator.attrgetter`` of one name, else a call of the getter."""
-        path = _attrs(get)
-        if path is None:
-            return _call(self.bind(get), _load(local))
-        expr: ast.expr = _load(local)
-        for attr in path:
-            expr = ast.Attribute(expr, attr, ast.Load())
-        return expr
+        return attribute_read(get, _load(local)) or _call(self.bind(get), _load(local))
 
     def call_value(self, node: _Call, item: _Item | None) -> Code:
         stmts, x = self.value(node.args[0], item)

@@ -62,7 +62,7 @@ import msgspec
 import yaml
 
 from . import __version__
-from .codegen import Entry, program
+from .codegen import Entry, attribute_read, program
 from .conditions import (
     Compiler,
     Condition,
@@ -831,6 +831,15 @@ def _fill(ref: str, facts: Facts, rule: str) -> str:
     return "" if value is None else str(value)
 
 
+def _placeholder(ref: str) -> Callable[[Facts], Any]:
+    """The getter of a template's ``{ref}`` (other than ``{rule}``)."""
+    if ref == "claims":
+        return _claims_text
+    if ref.startswith("meta."):
+        return _meta_getter(ref[5:])
+    return SCHEMA[ref].get
+
+
 def _renderer(template: str, rule: str) -> Callable[[Facts], str]:
     """``render(template, facts, rule)`` as one closure for one rule: placeholders resolved
     to their getters (and ``{rule}`` to the name) once, at swap time."""
@@ -846,12 +855,7 @@ def _renderer(template: str, rule: str) -> Callable[[Facts], str]:
             continue
         texts.append(buf)
         buf = ""
-        if ref == "claims":
-            getters.append(_claims_text)
-        elif ref.startswith("meta."):
-            getters.append(_meta_getter(ref[5:]))
-        else:
-            getters.append(SCHEMA[ref].get)
+        getters.append(_placeholder(ref))
     last = buf
     if not getters:
         return lambda f: last
@@ -1285,30 +1289,34 @@ def _firing(
     one per alert summary that does not name the rule (rendered once per message)."""
     out: list[ast.stmt] = [_do(_name("r_rules"), ast.Constant(p.stage))]
     if p.static is not None:
-        _, outcome, rank, win = p.static
-        names[f"r_out{bit}"] = outcome
-        out.append(_do(_name("r_trail"), _name(f"r_out{bit}")))
-        if rank is not None:  # winner(): the highest (priority, severity), the first of equals
-            names[f"r_win{bit}"] = win
-            better: ast.expr = ast.Compare(ast.Constant(rank), [ast.Gt()], [_name("r_rank")])
-            keep: list[ast.stmt] = [
-                _set("r_best", _name(f"r_win{bit}")),
-                _set("r_rank", ast.Constant(rank)),
-            ]
-            out.append(ast.If(better, keep, []))
-    else:  # a rate limit: what it proposes depends on the sender's rate
-        names[f"r_rate{bit}"] = functools.partial(stage._rate_outcome, p=p)
-        st = ast.Call(_name(f"r_rate{bit}"), [], [ast.keyword("ctx", _name("r_ctx"))])
-        part = [ast.Subscript(_name("r_st"), ast.Constant(i), ast.Load()) for i in range(4)]
-        out += [_set("r_st", st), _do(_name("r_trail"), part[1]), _set("r_k", part[2])]
-        better = ast.BoolOp(
-            ast.And(),
+        out += _proposes(p.static, str(bit), names)
+    else:  # a rate limit: what it proposes depends on the sender's rate (_rate_outcome)
+        assert p.rate is not None
+        window, most, below, over = p.rate
+        names["r_count"] = stage._count
+        seen = _attr("r_ctx", "state", "rates", "get")
+        under = ast.BoolOp(
+            ast.Or(),
             [
-                ast.Compare(_name("r_k"), [ast.IsNot()], [ast.Constant(None)]),
-                ast.Compare(_name("r_k"), [ast.Gt()], [_name("r_rank")]),
+                ast.Compare(_name("r_seen"), [ast.Is()], [ast.Constant(None)]),
+                ast.Compare(
+                    ast.Call(_name("len"), [_name("r_seen")], []), [ast.Lt()], [ast.Constant(most)]
+                ),
+                ast.Compare(
+                    ast.Call(_name("r_count"), [_name("r_ctx"), ast.Constant(window)], []),
+                    [ast.Lt()],
+                    [ast.Constant(most)],
+                ),
             ],
         )
-        out.append(ast.If(better, [_set("r_best", part[3]), _set("r_rank", _name("r_k"))], []))
+        out += [
+            _set("r_seen", ast.Call(seen, [_attr("r_env", "sender")], [])),
+            ast.If(
+                under,
+                _proposes(below, f"{bit}_below", names),
+                _proposes(over, f"{bit}_over", names),
+            ),
+        ]
     if p.alert is not None:
         kind, severity, _, rule = p.alert
         names[f"r_sev{bit}"] = severity
@@ -1325,10 +1333,8 @@ def _firing(
             local = summaries.get(seg)
             if local is None:
                 local = summaries[seg] = f"r_text{len(summaries)}"
-                names[local + "_render"] = _renderer(seg, "")
             is_none = ast.Compare(_name(local), [ast.Is()], [ast.Constant(None)])
-            render = ast.Call(_name(local + "_render"), [_name("f")], [])
-            out.append(ast.If(is_none, [_set(local, render)], []))
+            out.append(ast.If(is_none, _render_code(seg, local, names), []))
             parts.append(_name(local))
         parts = [x for x in parts if not (isinstance(x, ast.Constant) and x.value == "")]
         text: ast.expr = parts[0] if parts else ast.Constant("")
@@ -1349,6 +1355,52 @@ def _firing(
         names[f"r_accuse{bit}"] = functools.partial(stage._accuse, plan=p)
         out.append(_do(_name(f"r_accuse{bit}"), _name("r_ctx"), _name("f")))
     return out
+
+
+def _proposes(outcome: _Outcome, tag: str, names: dict[str, Any]) -> list[ast.stmt]:
+    """RulesStage._fire's record of a fired rule's outcome (its trail entry; the winner so
+    far, by rank), written out for one outcome bound as ``r_out<tag>``/``r_win<tag>``."""
+    _, entry, rank, win = outcome
+    names[f"r_out{tag}"] = entry
+    out: list[ast.stmt] = [_do(_name("r_trail"), _name(f"r_out{tag}"))]
+    if rank is not None:  # winner(): the highest (priority, severity), the first of equals
+        names[f"r_win{tag}"] = win
+        better = ast.Compare(ast.Constant(rank), [ast.Gt()], [_name("r_rank")])
+        keep: list[ast.stmt] = [
+            _set("r_best", _name(f"r_win{tag}")),
+            _set("r_rank", ast.Constant(rank)),
+        ]
+        out.append(ast.If(better, keep, []))
+    return out
+
+
+def _render_code(template: str, local: str, names: dict[str, Any]) -> list[ast.stmt]:
+    """``local = _renderer(template, "")(f)`` written out: placeholders read by attribute
+    (``{sender}``: ``f.env.sender``) or by their getter, joined by one f-string."""
+    out: list[ast.stmt] = []
+    values: list[ast.expr] = []
+    for i, (text, ref) in enumerate(_pieces(template)):
+        if text:
+            values.append(ast.Constant(text))
+        if not ref or ref == "rule":  # (no {rule} here: the caller split on it)
+            continue
+        get = _placeholder(ref)
+        value = attribute_read(get, _name("f"))
+        if value is None:
+            names[f"{local}_get{i}"] = get
+            value = ast.Call(_name(f"{local}_get{i}"), [_name("f")], [])
+        v = f"{local}_v{i}"
+        out.append(_set(v, value))
+        shown = ast.IfExp(
+            ast.Compare(_name(v), [ast.Is()], [ast.Constant(None)]), ast.Constant(""), _name(v)
+        )
+        values.append(ast.FormattedValue(shown, ord("s"), None))
+    joined: ast.expr = ast.Constant("")
+    if len(values) == 1 and isinstance(values[0], ast.Constant):
+        joined = values[0]
+    elif values:
+        joined = ast.JoinedStr(values)
+    return [*out, _set(local, joined)]
 
 
 class RulesStage(Stage):

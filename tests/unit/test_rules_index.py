@@ -244,6 +244,43 @@ def test_the_compiled_renderer_renders_as_render_does(template: str) -> None:
     assert fill(facts) == render(template, Facts(context(), 4), "r1")  # memo: the same
 
 
+def test_generated_alert_texts_and_rate_limits_are_the_closures(tmp_path: Path) -> None:
+    # the generated function renders summaries inline (one f-string) and counts the rate
+    # inline: every template above, twice (the second rule reuses the first's text), and a
+    # rate limit that goes over for some senders and not others
+    lines = []
+    for i, template in enumerate([*TEMPLATES, *TEMPLATES]):
+        lines.append(f"- rule: a{i}\n  condition: 'kind == \"chat\"'")
+        lines.append(f"  actions: {{alert: {{summary: {template!r}}}}}")
+    lines.append("- rule: rate\n  condition: 'len(recipients) >= 0'")
+    lines.append("  actions: {rate_limit: {max: 2, window_s: 3, then: block}}")
+    path = tmp_path / "r.yaml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    fast, slow = _pair(path)
+    assert _stage(fast)._program is not None
+    envs = [
+        Envelope(
+            id=f"m-{i}",
+            conversation="c",
+            sender=["a", "b", "b", "c", "c", "c"][i % 6],
+            kind=Kind.CHAT,
+            content="",
+            claims=[Claim("k", str(i))] if i % 3 else [],
+            meta=[{"team": "ops"}, {"team": None}, {}][i % 3],
+            ts=float(i),
+        )
+        for i in range(60)
+    ]
+    decisions = [fast.decide(env) for env in envs]
+    for env, a in zip(envs, decisions, strict=True):
+        assert msgspec.json.encode(a) == msgspec.json.encode(slow.decide(env)), env
+    verdicts = [a.verdict.value for a in decisions]
+    assert "block" in verdicts and len(set(verdicts)) > 1  # over the limit, and under it
+    texts = {alert.summary for a in decisions for alert in a.alerts}
+    assert {"held k = 1 from b", "a3: b", "a11 matched chat m-1 from b"} <= texts
+    assert any(t.startswith("ops//") and t.endswith("/a6") for t in texts), texts
+
+
 CONDITIONS = [
     'sender == "{a}"',
     'sender in ["{a}", "{b}"] and kind == "chat"',
