@@ -39,8 +39,12 @@ class Severity(enum.StrEnum):
     CRITICAL = "critical"
 
 
-class Alert(msgspec.Struct, frozen=True):
+class Alert(msgspec.Struct, frozen=True, gc=False):
     """Something an operator should see (the JSON shape: docs/protocol.md, "Alerts").
+
+    Not tracked by the cycle collector (``gc=False``: ~20 % cheaper to make, and the rules
+    stage makes several a message): an alert holds only strings and lists of strings, so it
+    can never be part of a cycle.
 
     The core stamps ``decision_id``, ``id`` (see :func:`alert_id`), ``ts`` (the message's
     own time) and ``claims``; it has no clock, so a shell stamps ``ts`` when it is unset.

@@ -1340,14 +1340,13 @@ def _firing(
         text: ast.expr = parts[0] if parts else ast.Constant("")
         for x in parts[1:]:
             text = ast.BinOp(text, ast.Add(), x)
-        env = [_attr("r_env", a) for a in ("conversation", "sender", "id")]
         fields = [
             ast.Constant(kind),
             _name(f"r_sev{bit}"),
             text,
-            env[0],
-            ast.List([env[1]], ast.Load()),
-            ast.List([env[2]], ast.Load()),
+            _attr("r_env", "conversation"),
+            _name("r_agents"),  # (the message's alerts share these two lists: see _generate)
+            _name("r_evidence"),
             ast.List([ast.Constant(rule)], ast.Load()),
         ]
         out.append(_do(_name("r_alerts"), ast.Call(_name("r_Alert"), fields, [])))
@@ -1475,6 +1474,13 @@ class RulesStage(Stage):
             _set("r_rank", ast.Constant(float("-inf"))),
             *(_set(local, ast.Constant(None)) for local in summaries.values()),
         ]
+        if any(p.alert is not None for p in self._plan):
+            # [sender] and [id], once a message for all its alerts (nothing changes an
+            # alert's lists in place: alerts are frozen, and stamping them copies the struct)
+            prologue += [
+                _set("r_agents", ast.List([_attr("r_env", "sender")], ast.Load())),
+                _set("r_evidence", ast.List([_attr("r_env", "id")], ast.Load())),
+            ]
         names["r_recover"] = self._recover
         recover = ast.Call(_name("r_recover"), [_name("f"), _name("r_marks")], [])
         reads: list[tuple[str, Callable[[Any], Any]]] = []
