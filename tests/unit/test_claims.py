@@ -440,6 +440,18 @@ def test_realistic_agent_messages() -> None:
     ) == ["cost project=45000 eur", "contract end=2025-06-30", "vendor=acme consulting gmbh"]
 
 
+def test_an_enumerated_heading_is_not_a_name() -> None:
+    # "Step 5:" heads what follows (it was a claim "5 step = deployment uses 3 replicas",
+    # new on every step, so never grounded); a label that names something still is one
+    assert fingerprints("Step 5: the deployment uses 3 replicas and the p99 is 120 ms.") == [
+        "replica=3",
+        "p99=120 ms",
+    ]
+    assert fingerprints("Update 2: the owner is alice") == ["owner=alice"]
+    assert fingerprints("3: the owner is alice") == ["owner=alice"]
+    assert fingerprints("Q3 target: growth") == ["q3 target=growth"]
+
+
 def test_negations_and_negated_subjects() -> None:
     assert fingerprints("The service isn't healthy.") == ["healthy service=false"]
     assert fingerprints("The service is down.") == ["healthy service=false"]
