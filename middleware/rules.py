@@ -1049,43 +1049,6 @@ _INDEX_SIZE = 4096  # keys kept; a full cache is cleared (or, if it missed more 
 _KEY_CLASSES = (int, float, str, enum.Enum)
 
 
-def _key_part(get: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """An ANY field's part of the index key: the value, with its class unless it is a str,
-    a bool or None (equal values of different classes may not satisfy the same conditions:
-    True == 1, but ``meta.n == 1`` is false for true)."""
-
-    def part(f: Any) -> Any:
-        v = get(f)
-        c = v.__class__
-        return v if c is str or c is bool or v is None else (c, v)
-
-    return part
-
-
-def _key_fn(parts: list[Callable[[Any], Any]]) -> Callable[[Any], tuple[Any, ...]]:
-    """One closure computing the key tuple (no loop for up to six fields)."""
-    if len(parts) == 1:
-        (a,) = parts
-        return lambda f: (a(f),)
-    if len(parts) == 2:
-        a, b = parts
-        return lambda f: (a(f), b(f))
-    if len(parts) == 3:
-        a, b, c = parts
-        return lambda f: (a(f), b(f), c(f))
-    if len(parts) == 4:
-        a, b, c, d = parts
-        return lambda f: (a(f), b(f), c(f), d(f))
-    if len(parts) == 5:
-        a, b, c, d, e = parts
-        return lambda f: (a(f), b(f), c(f), d(f), e(f))
-    if len(parts) == 6:
-        a, b, c, d, e, g = parts
-        return lambda f: (a(f), b(f), c(f), d(f), e(f), g(f))
-    ps = tuple(parts)
-    return lambda f: tuple([p(f) for p in ps])
-
-
 class _Index:
     """Which rules a message's *key* leaves, found once per key (as Falco indexes its rules
     by event type): the generated function (ostracon.codegen) then evaluates only what the
@@ -1155,24 +1118,21 @@ class _Index:
 
     def _configure(self, fields: list[str]) -> None:
         self.fields = tuple(fields)
-        parts, texts, classes = [], [], []
+        texts, classes = [], []
         for i, name in enumerate(fields):
             found = _resolve(SCHEMA, name.split("."))
-            get = self._getters[name]
             if found is not None and found[0].type is not Type.ANY and not found[1]:
-                parts.append(get)  # a typed field's values have its type: equal ones agree
-            elif name in self._texts:
+                continue  # a typed field's values have its type: equal ones agree
+            if name in self._texts:
                 # rules compare it with strings: its part is the value, and a key whose
                 # value there is neither a string nor null is not cached (1 == True == 1.0
                 # would meet in the cache; no string equals them)
-                parts.append(get)
                 texts.append(i)
-            else:
-                parts.append(_key_part(get))
+            else:  # the value with its class (see key_code)
                 classes.append(i)
-        self._key = _key_fn(parts)
         self._text_parts = tuple(texts)
         self._class_parts = tuple(classes)
+        self._key = self._key_function()
         # key -> the rules its values leave: a flag per rule (a tuple: the generated function
         # reads flag i with one specialised subscript, where a bit of a 100-bit int would
         # cost a big-int operation)
@@ -1193,7 +1153,10 @@ class _Index:
         parts: list[ast.expr] = []
         for i, (local, _) in enumerate(reads):
             v: ast.expr = _name(local)
-            if i in self._class_parts:  # (see _key_part)
+            # an ANY field's part: the value, with its class unless it is a str, a bool or
+            # None (equal values of different classes may not satisfy the same conditions:
+            # True == 1, but ``meta.n == 1`` is false for true)
+            if i in self._class_parts:
                 cls = ast.Attribute(v, "__class__", ast.Load())
                 plain = ast.BoolOp(
                     ast.Or(),
@@ -1206,6 +1169,21 @@ class _Index:
                 v = ast.IfExp(plain, v, ast.Tuple([cls, v], ast.Load()))
             parts.append(v)
         return reads, ast.Tuple(parts, ast.Load())
+
+    def _key_function(self) -> Callable[[Facts], tuple[Any, ...]]:
+        """:meth:`key_code` as a function of its own, for :meth:`mask` (the generated
+        function computes the key inline): one definition of the key for both."""
+        reads, key = self.key_code()
+        ns: dict[str, Any] = {}
+        body: list[ast.stmt] = []
+        for i, (local, get) in enumerate(reads):
+            ns[f"r_get{i}"] = get
+            body.append(_set(local, ast.Call(_name(f"r_get{i}"), [_name("f")], [])))
+        args = ast.arguments([], [ast.arg("f")], None, [], [], None, [])
+        fn = ast.FunctionDef("key", args, [*body, ast.Return(key)], [], None, None)
+        module = ast.fix_missing_locations(ast.Module([fn], []))
+        exec(compile(module, "<ostracon index key>", "exec"), ns)
+        return ns["key"]  # type: ignore[no-any-return]
 
     def mask(self, facts: Facts) -> tuple[bool, ...] | None:
         """The rules this message's key leaves (flag i: ``plans[i]``), or None when the key
