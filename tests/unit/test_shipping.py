@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+from aiokafka.errors import KafkaTimeoutError, UnsupportedVersionError
+
 from ostracon.config import Config, ContainmentConfig
 from ostracon.decision import Verdict
 from ostracon.envelope import Claim, Envelope, Kind
 from ostracon.routing import Output, Route, released
-from ostracon.transport.kafka import Sidecar, _Group
+from ostracon.transport.kafka import Sidecar, _Group, _unacknowledged
 from ostracon.transport.memory import MemoryBus
 
 
@@ -138,5 +141,34 @@ def test_a_recall_waits_until_the_group_before_it_is_acknowledged() -> None:
         assert [o.route for o, _ in producer.sent[1:]] == [Route.RECALLS]
         producer.ack_all()
         await asyncio.gather(one, two)
+
+    asyncio.run(scenario())
+
+
+def test_a_record_the_producer_cannot_even_queue_is_sent_again_not_fatal() -> None:
+    # aiokafka's send() raises KafkaTimeoutError itself when its buffer stays full for the
+    # request timeout (the broker frozen longer than that). It must come back as a failed
+    # ack that _acknowledged sends again, not stop the sidecar (a CI run of
+    # test_broker_outage lost its sidecar that way). Stand-in producers: freezing the real
+    # broker for longer than the request timeout is the reliability test's job (40+ s).
+    class Full:
+        async def send(self, *_: object, **__: object) -> asyncio.Future[object]:
+            raise KafkaTimeoutError()
+
+    class Broken:
+        async def send(self, *_: object, **__: object) -> asyncio.Future[object]:
+            raise UnsupportedVersionError()  # not something waiting fixes
+
+    async def scenario() -> None:
+        sidecar = Sidecar(Config(), "127.0.0.1:1")
+        out = Output(Route.DELIVERED, b"c", b"{}", [("ostracon-dedupe-key", b"a")])
+        sidecar.producer = Full()  # type: ignore[assignment]
+        ack = await sidecar._send(out)
+        await asyncio.wait([ack])
+        assert isinstance(ack.exception(), KafkaTimeoutError)
+        assert _unacknowledged([(out, ack)]) == [out]  # what _acknowledged sends again
+        sidecar.producer = Broken()  # type: ignore[assignment]
+        with pytest.raises(UnsupportedVersionError):
+            await sidecar._send(out)
 
     asyncio.run(scenario())
