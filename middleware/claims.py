@@ -1201,9 +1201,14 @@ class NamedValueExtractor:
         if i < 0 or (label and (len(toks) - i > 5 or not _COPULAS.isdisjoint(toks[i:]))):
             return None  # a label is a short name: "owner: alice"
         key = _content(toks[i:])[-5:]
-        words = [t for t in key if not t.isdigit()]
-        if not words or (len(words) == 1 and words[0] in _LABELS):
-            return None  # "Note:", "Step 5:", "2:" head what follows; they name nothing
+        if not key or (len(key) == 1 and key[0] in _LABELS):
+            return None
+        if low[at] == ":":
+            # "Step 5:", "Update 2:", "3:" head what follows (numbers aside, no word or one
+            # heading word as written); they name nothing. "Step 5 status: blocked" does.
+            words = [t for t in toks[i:] if not t.isdigit()]
+            if not words or (len(words) == 1 and words[0] in _LABELS):
+                return None
         if _in_code(p, start, at) or _is_question(p, stop):
             return None
         value = normalize_value(raw)

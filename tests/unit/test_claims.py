@@ -450,6 +450,10 @@ def test_an_enumerated_heading_is_not_a_name() -> None:
     assert fingerprints("Update 2: the owner is alice") == ["owner=alice"]
     assert fingerprints("3: the owner is alice") == ["owner=alice"]
     assert fingerprints("Q3 target: growth") == ["q3 target=growth"]
+    # only a colon heading: these name step 5 / step 3
+    assert fingerprints("Step 5 status: blocked") == ["5 step=blocked"]
+    assert fingerprints("Step 5 is blocked.") == ["5 step=blocked"]
+    assert fingerprints("step 3 = rollback") == ["3 step=rollback"]
 
 
 def test_negations_and_negated_subjects() -> None:
