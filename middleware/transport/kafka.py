@@ -639,16 +639,15 @@ class Sidecar:
         log.info("broker acknowledged the outputs sent again")
 
     async def _send(self, out: Output) -> asyncio.Future[object]:
-        """Hand ``out`` to the producer; its ack. aiokafka's ``send`` itself raises when it
-        cannot even queue the record for the request timeout (its buffer stays full, or no
-        metadata comes: the broker is down or frozen). That comes back as a failed ack, so
-        that _acknowledged sends it again like any unacknowledged output, instead of the
-        sidecar stopping."""
+        """Hand ``out`` to the producer; its ack. aiokafka's ``send`` itself raises
+        KafkaTimeoutError when it cannot even queue the record for the request timeout (its
+        buffer stays full, or no metadata comes: the broker is down or frozen). That comes
+        back as a failed ack: an input's outputs (_ship) are then sent again like any
+        unacknowledged output, where the sidecar used to stop. Anything else it raises (a
+        missing topic, say) still raises here."""
         try:
             return await self._produce(out)
-        except KafkaError as exc:
-            if not _transient(exc):
-                raise
+        except KafkaTimeoutError as exc:
             failed: asyncio.Future[object] = asyncio.get_running_loop().create_future()
             failed.set_exception(exc)
             return failed

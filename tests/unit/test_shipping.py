@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from aiokafka.errors import KafkaTimeoutError, UnsupportedVersionError
+from aiokafka.errors import KafkaTimeoutError, UnknownTopicOrPartitionError
 
 from ostracon.config import Config, ContainmentConfig
 from ostracon.decision import Verdict
@@ -157,7 +157,7 @@ def test_a_record_the_producer_cannot_even_queue_is_sent_again_not_fatal() -> No
 
     class Broken:
         async def send(self, *_: object, **__: object) -> asyncio.Future[object]:
-            raise UnsupportedVersionError()  # not something waiting fixes
+            raise UnknownTopicOrPartitionError()  # a missing topic: waiting does not fix it
 
     async def scenario() -> None:
         sidecar = Sidecar(Config(), "127.0.0.1:1")
@@ -168,7 +168,7 @@ def test_a_record_the_producer_cannot_even_queue_is_sent_again_not_fatal() -> No
         assert isinstance(ack.exception(), KafkaTimeoutError)
         assert _unacknowledged([(out, ack)]) == [out]  # what _acknowledged sends again
         sidecar.producer = Broken()  # type: ignore[assignment]
-        with pytest.raises(UnsupportedVersionError):
+        with pytest.raises(UnknownTopicOrPartitionError):
             await sidecar._send(out)
 
     asyncio.run(scenario())
