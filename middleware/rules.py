@@ -1263,8 +1263,9 @@ def _firing(
     """What the generated function does when rule ``p`` fires: RulesStage._fire's loop body
     written out for this rule, its constants bound (``names``: the function's globals). Its
     locals come from the prologue (RulesStage._generate): ``r_rules``/``r_trail``/
-    ``r_alerts`` (the context's lists' append), ``r_best``/``r_rank`` (the winner so far) and
-    one per alert summary that does not name the rule (rendered once per message)."""
+    ``r_alerts`` (the context's lists' append), ``r_best``/``r_rank`` (the winner so far),
+    ``r_agents``/``r_evidence`` (the lists every alert of the message shares) and one per
+    alert summary that does not name the rule (rendered once per message)."""
     out: list[ast.stmt] = [_do(_name("r_rules"), ast.Constant(p.stage))]
     if p.static is not None:
         out += _proposes(p.static, str(bit), names)
